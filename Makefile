@@ -1,0 +1,27 @@
+# Entry points used by README.md and .ci/run.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: venv demo test test-slow lint
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch/torchvision first: both come from this machine's local wheel store (see DESIGN.md)
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[train,dicom,video,dev]'
+	touch $@
+
+demo: venv
+	$(VENV)/bin/pocus demo
+
+test: venv
+	$(PY) -m pytest -q
+
+test-slow: venv
+	$(PY) -m pytest -q -m slow
+
+lint: venv
+	$(VENV)/bin/ruff check pocus_edge tests

@@ -1,0 +1,155 @@
+"""The `pocus` command line (typer) and the `pocus-distill` console script.
+
+Every error a user can cause ends as one line `error: ...` and exit code 2; tracebacks are for bugs.
+Heavy imports (torch, timm) happen inside commands so `pocus --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from .errors import PocusError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="pocus-edge: distil, export and run POCUS models.")
+console = Console(stderr=True)
+
+
+def _setup_logging(quiet: bool) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+        force=True,
+    )
+
+
+@app.command()
+def distill(
+    data: list[Path] = typer.Option(None, "--data", help="Folder(s) of unlabeled ultrasound (repeatable)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder: checkpoints, student, metrics."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML file with any of these settings."),
+    teacher: Optional[str] = typer.Option(None, help="timm DINOv3/DINOv2 ViT [vit_base_patch16_dinov3]."),
+    teacher_weights: Optional[str] = typer.Option(None, help="Local .safetensors/.pth file, or 'random' (smoke tests)."),
+    student: Optional[str] = typer.Option(None, help="timm CNN student [resnet50]."),
+    blocks: Optional[str] = typer.Option(None, help="Teacher block indices, comma-separated [last two]."),
+    aggregate: Optional[str] = typer.Option(None, help="concat | mean of the blocks' tokens [concat]."),
+    image_size: Optional[int] = typer.Option(None, help="Input size, multiple of 32 [256]."),
+    batch_size: Optional[int] = typer.Option(None, help="Global batch per optimizer step [512]."),
+    accum_steps: Optional[int] = typer.Option(None, help="Gradient accumulation steps [auto]."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs [1000]."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps (0 = epochs decide)."),
+    lr: Optional[float] = typer.Option(None, help="Peak AdamW learning rate [1e-4]."),
+    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay [0.05]."),
+    warmup_steps: Optional[int] = typer.Option(None, help="Warm-up steps [5% of the schedule]."),
+    aug: Optional[str] = typer.Option(None, help="ultrasound | natural augmentation preset [ultrasound]."),
+    mixup: Optional[bool] = typer.Option(None, "--mixup/--no-mixup", help="In-batch mixup [on]."),
+    precision: Optional[str] = typer.Option(None, help="auto | bf16 | fp16 | fp32 [auto: bf16 on capable GPUs]."),
+    save_every: Optional[str] = typer.Option(None, help="Checkpoint every N steps ('500') or epochs ('1ep')."),
+    keep_last: Optional[int] = typer.Option(None, help="Checkpoints kept [3]."),
+    held_out_fraction: Optional[float] = typer.Option(None, help="Held-out share for token R² [0.05]."),
+    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue from the newest valid checkpoint."),
+    num_workers: Optional[int] = typer.Option(None, help="Data-loader worker processes [2]."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (0 = default)."),
+    seed: Optional[int] = typer.Option(None, help="Seed for init, data order, augmentation [0]."),
+    quiet: Optional[bool] = typer.Option(None, "--quiet", help="No progress bar or info logs."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Distil a DINOv3 ViT teacher into a CNN student on unlabeled ultrasound."""
+    from .distill.config import load_config
+    from .distill.trainer import run_distillation
+
+    overrides = dict(
+        data=[str(d) for d in data] if data else None, out=str(out) if out else None, teacher=teacher,
+        teacher_weights=teacher_weights, student=student, blocks=_parse_blocks(blocks), aggregate=aggregate,
+        image_size=image_size, batch_size=batch_size, accum_steps=accum_steps, epochs=epochs, max_steps=max_steps,
+        lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, aug=aug, mixup=mixup, precision=precision,
+        save_every=save_every, keep_last=keep_last, held_out_fraction=held_out_fraction, resume=resume,
+        num_workers=num_workers, threads=threads, seed=seed, quiet=quiet,
+    )
+    cfg = load_config(config, overrides)
+    _setup_logging(cfg.quiet)
+    summary = run_distillation(cfg)
+    if json_out:
+        print(json.dumps(summary, indent=2))
+    elif not cfg.quiet:
+        _print_summary("distillation", summary, Path(cfg.out))
+
+
+def _parse_blocks(text: Optional[str]) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise PocusError(f"--blocks {text!r}: expected comma-separated integers such as '10,11' or '-2,-1'")
+
+
+def _print_summary(title: str, summary: dict, out: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{title}: {out}", show_header=False)
+    for key, value in summary.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    Console().print(table)
+
+
+@app.command()
+def demo(
+    data: Optional[Path] = typer.Option(None, "--data", help="Run on this folder instead of synthetic phantoms."),
+    out: Path = typer.Option(Path("pocus-demo"), "--out", help="Where the demo writes its outputs."),
+    steps: int = typer.Option(40, help="Distillation steps."),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Run the pipeline end to end on the embedded default (synthetic phantoms) and print a summary."""
+    from .demo import run_demo
+
+    _setup_logging(quiet)
+    summary = run_demo(out, data, steps, quiet)
+    _print_summary("pocus demo", summary, out)
+
+
+def _run(typer_app: typer.Typer, args: list[str] | None = None) -> None:
+    try:
+        typer_app(args=args, standalone_mode=False)
+    except PocusError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+    except FloatingPointError as exc:
+        console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(3)
+    except Exception as exc:  # click's usage errors carry their own exit codes
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+def main() -> None:
+    """Entry point of `pocus`."""
+    _run(app)
+
+
+def distill_main() -> None:
+    """Entry point of `pocus-distill` (same as `pocus distill`)."""
+    _run(app, ["distill", *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,154 @@
+"""Find, decode-check and de-duplicate the unlabeled frames of a distillation corpus.
+
+`scan_corpus` walks folders recursively (or takes the files a folder's
+`manifest.csv` lists; mask/annotation folders and files are never images), decodes every candidate once (so unreadable files are
+found before any model is built), drops exact duplicates by a hash of the decoded pixels, and
+attaches a split group to each frame: `case_id` or `source_file` from a `manifest.csv` in the
+folder when present (HC18 cases, lung clips), otherwise the file itself (BUSI has no patient ids).
+Frames of one group always land on the same side of a train/held-out split.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import DataError
+from .readers import DICOM_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, dicom_frame_count, read_frame
+from .readers import video_frame_indices
+
+GROUP_COLUMNS = ("case_id", "patient_id", "source_file", "clip_id")
+ANNOTATION_DIRS = {"mask", "masks", "annotation", "annotations", "label", "labels", "gt", "ground_truth"}
+ANNOTATION_SUFFIXES = ("_mask", "_annotation", "_seg", "_label")
+
+
+@dataclass(frozen=True)
+class FrameRef:
+    """One frame of the corpus: a file, the frame index inside it (DICOM/video) and its split group."""
+
+    path: str
+    frame: int | None
+    group: str
+
+
+@dataclass
+class Corpus:
+    """Usable frames plus an account of what was dropped and why."""
+
+    frames: list[FrameRef]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+
+    def write_skipped(self, path: Path) -> None:
+        """Write skipped and duplicate files, one per line with the reason, for the user to inspect."""
+        lines = [f"{p}\t{reason}" for p, reason in self.skipped]
+        lines += [f"{p}\tduplicate of {orig}" for p, orig in self.duplicates]
+        Path(path).write_text("\n".join(lines) + ("\n" if lines else ""))
+
+
+def _manifest_groups(root: Path) -> dict[str, str]:
+    """Map file path (relative to root) -> group id from root/manifest.csv, if it has a group column."""
+    manifest = root / "manifest.csv"
+    if not manifest.is_file():
+        return {}
+    groups: dict[str, str] = {}
+    with open(manifest, newline="") as f:
+        for row in csv.DictReader(f):
+            rel = row.get("file")
+            if not rel:
+                continue
+            group = next((row[c] for c in GROUP_COLUMNS if row.get(c)), "")
+            if group:
+                groups[str(Path(rel))] = f"{root.name}:{group}"
+    return groups
+
+
+def _is_annotation(path: Path, root: Path) -> bool:
+    """Masks and annotations are labels, not images: skip folders and files named for them."""
+    parts = {part.lower() for part in path.relative_to(root).parts[:-1]}
+    stem = path.stem.lower()
+    return bool(parts & ANNOTATION_DIRS) or stem.endswith(ANNOTATION_SUFFIXES)
+
+
+def _candidate_files(root: Path) -> list[Path]:
+    """Image/DICOM/video files under root: those a manifest.csv lists in its `file` column, else all of them."""
+    manifest = root / "manifest.csv"
+    if manifest.is_file():
+        with open(manifest, newline="") as f:
+            listed = [row["file"] for row in csv.DictReader(f) if row.get("file")]
+        if listed:
+            return sorted(root / rel for rel in listed)
+    suffixes = IMAGE_SUFFIXES | DICOM_SUFFIXES | VIDEO_SUFFIXES
+    return sorted(
+        p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes and not _is_annotation(p, root)
+    )
+
+
+def _frames_of(path: Path, max_video_frames: int) -> list[int | None]:
+    suffix = path.suffix.lower()
+    if suffix in DICOM_SUFFIXES:
+        if importlib.util.find_spec("pydicom") is None:
+            raise ImportError("DICOM needs pydicom: pip install 'pocus-edge[dicom]'")
+        count = dicom_frame_count(path)
+        return [None] if count == 1 else list(range(count))
+    if suffix in VIDEO_SUFFIXES:
+        if importlib.util.find_spec("cv2") is None:
+            raise ImportError("video needs OpenCV: pip install 'pocus-edge[video]'")
+        return list(video_frame_indices(path, max_video_frames))
+    return [None]
+
+
+def scan_corpus(roots: list[Path], max_video_frames: int = 32) -> Corpus:
+    """Scan folders (or single files) into a Corpus; raises DataError when nothing usable is found."""
+    frames: list[FrameRef] = []
+    skipped: list[tuple[str, str]] = []
+    duplicates: list[tuple[str, str]] = []
+    seen: dict[str, str] = {}
+    for root in map(Path, roots):
+        if not root.exists():
+            raise DataError(f"--data {root}: no such file or folder")
+        files = [root] if root.is_file() else _candidate_files(root)
+        groups = _manifest_groups(root) if root.is_dir() else {}
+        for path in files:
+            rel = str(path.relative_to(root)) if root.is_dir() else path.name
+            try:
+                indices = _frames_of(path, max_video_frames)
+            except Exception as exc:  # any decoder failure means: skip this file, say why
+                skipped.append((str(path), f"{type(exc).__name__}: {exc}"))
+                continue
+            for index in indices:
+                ref = f"{path}" if index is None else f"{path}#{index}"
+                try:
+                    pixels = read_frame(path, index)
+                except Exception as exc:
+                    skipped.append((ref, f"{type(exc).__name__}: {exc}"))
+                    continue
+                digest = hashlib.sha256(str(pixels.shape).encode() + pixels.tobytes()).hexdigest()
+                if digest in seen:
+                    duplicates.append((ref, seen[digest]))
+                    continue
+                seen[digest] = ref
+                group = groups.get(rel, f"{root.name}:{rel}")
+                frames.append(FrameRef(path=str(path), frame=index, group=group))
+    if not frames:
+        where = ", ".join(map(str, roots))
+        detail = f"; {len(skipped)} file(s) could not be read (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        raise DataError(
+            f"no usable images found in {where}{detail}. Expected PNG/JPEG/BMP/TIFF, DICOM or video files "
+            "(searched recursively)."
+        )
+    return Corpus(frames=frames, skipped=skipped, duplicates=duplicates)
+
+
+def split_by_group(frames: list[FrameRef], held_out_fraction: float, seed: int) -> tuple[list, list]:
+    """Deterministic train/held-out split by hashing each frame's group with the seed."""
+    if held_out_fraction <= 0:
+        return list(frames), []
+    train, held_out = [], []
+    for ref in frames:
+        h = int.from_bytes(hashlib.sha256(f"{seed}:{ref.group}".encode()).digest()[:8], "big")
+        (held_out if h / 2**64 < held_out_fraction else train).append(ref)
+    return train, held_out

@@ -1,0 +1,111 @@
+"""Decode ultrasound files to 2-D uint8 grayscale frames: still images, DICOM and video.
+
+Rules (stated once, used everywhere): RGB/RGBA/palette images become luminance (ITU-R 601-2, PIL's
+"L"); 16-bit and float images are min-max scaled to 0..255 per frame; DICOM uses the stored pixels
+with the same scaling (multi-frame files give one frame per index); video frames are sampled
+evenly. PIL's decompression-bomb guard stays on, so an absurdly large image is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+DICOM_SUFFIXES = {".dcm", ".dicom"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+
+
+def to_uint8(frame: np.ndarray) -> np.ndarray:
+    """Scale any numeric 2-D frame to uint8; uint8 passes through unchanged."""
+    if frame.dtype == np.uint8:
+        return frame
+    frame = frame.astype(np.float64)
+    if not np.isfinite(frame).all():
+        raise ValueError("frame contains NaN or infinite values")
+    lo, hi = float(frame.min()), float(frame.max())
+    if hi <= lo:
+        return np.zeros(frame.shape, dtype=np.uint8)
+    return np.round((frame - lo) / (hi - lo) * 255.0).astype(np.uint8)
+
+
+def _rgb_to_gray(frame: np.ndarray) -> np.ndarray:
+    weights = np.array([0.299, 0.587, 0.114])
+    return frame[..., :3].astype(np.float64) @ weights
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Read a still image file as uint8 grayscale."""
+    with Image.open(path) as img:
+        img.load()
+        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            return to_uint8(np.asarray(img))
+        return np.asarray(img.convert("L"))
+
+
+def dicom_frame_count(path: Path) -> int:
+    """Number of frames in a DICOM file (1 for single-frame)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return int(getattr(ds, "NumberOfFrames", 1) or 1)
+
+
+def read_dicom(path: Path, frame: int = 0) -> np.ndarray:
+    """Read one frame of a DICOM file as uint8 grayscale (colour ultrasound is converted to luminance)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    pixels = ds.pixel_array
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if frames > 1:
+        pixels = pixels[frame]
+    if pixels.ndim == 3:
+        pixels = _rgb_to_gray(pixels)
+    return to_uint8(np.asarray(pixels))
+
+
+def video_frame_indices(path: Path, max_frames: int) -> list[int]:
+    """Evenly spaced frame indices of a video file, at most `max_frames`."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        cap.release()
+    if total <= 0:
+        raise ValueError("video has no readable frames")
+    count = min(total, max_frames)
+    return sorted({int(i) for i in np.linspace(0, total - 1, count).round()})
+
+
+def read_video_frame(path: Path, frame: int) -> np.ndarray:
+    """Read one frame of a video file as uint8 grayscale."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, frame)
+        ok, bgr = cap.read()
+    finally:
+        cap.release()
+    if not ok:
+        raise ValueError(f"cannot decode frame {frame}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+
+
+def read_frame(path: Path, frame: int | None = None) -> np.ndarray:
+    """Read a 2-D uint8 grayscale frame from any supported file; `frame` indexes DICOM/video frames."""
+    suffix = path.suffix.lower()
+    if suffix in DICOM_SUFFIXES:
+        out = read_dicom(path, frame or 0)
+    elif suffix in VIDEO_SUFFIXES:
+        out = read_video_frame(path, frame or 0)
+    else:
+        out = read_image(path)
+    if out.ndim != 2 or min(out.shape) < 8:
+        raise ValueError(f"decoded to shape {out.shape}, expected a 2-D image of at least 8x8 pixels")
+    return out

@@ -1,0 +1,298 @@
+"""The distillation loop of `pocus distill`: teacher tokens -> student tokens -> eq. (6) -> AdamW.
+
+Side effects live here: RUN_DIR/checkpoints/, student.safetensors + student.json, config.yaml,
+metrics.jsonl, skipped_files.txt. Only rank 0 writes; every rank computes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import yaml
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from ..data.dataset import AugmentedFrames, EvalFrames
+from ..errors import ConfigError
+from ..io import atomic_write_text
+from ..models.encoder_io import save_encoder
+from ..models.teacher import RANDOM_WEIGHTS
+from . import checkpoint as ckpt
+from .config import DistillConfig, parse_save_every
+from .ddp import DistEnv, barrier, init_distributed, mean_across_ranks, params_in_sync, shutdown
+from .objective import R2Accumulator, mixup, token_mse
+from .progress import TrainProgress
+from .setup import autocast_dtype, build_models, build_optimizer, check_resume_compatible, prepare_data
+
+log = logging.getLogger(__name__)
+
+
+class _MicroBatches:
+    """Iterable batch sampler over the plan's micro-batches from a start step (DataLoader-compatible)."""
+
+    def __init__(self, plan, start: int, end: int):
+        self.plan, self.start, self.end = plan, start, end
+
+    def __iter__(self):
+        return self.plan.micro_batches_from(self.start, self.end)
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.start) * self.plan.accum_steps
+
+
+@torch.no_grad()
+def held_out_r2(teacher, student, loader, cache: list, device, amp_dtype) -> float:
+    """R² of student vs teacher tokens on held-out frames; teacher tokens are computed once and cached."""
+    was_training = student.training
+    student.eval()
+    acc = R2Accumulator()
+    for i, images in enumerate(loader):
+        images = images.to(device)
+        with _autocast(device, amp_dtype):
+            if len(cache) <= i:
+                cache.append(teacher(images).float().cpu())
+            predicted = student(images).float().cpu()
+        acc.update(predicted, cache[i])
+    student.train(was_training)
+    return acc.compute()
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None):
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+def _truncate_metrics(path: Path, after_step: int) -> None:
+    """Drop metric lines logged after the checkpoint we resume from (the interrupted tail)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= after_step]
+    atomic_write_text(path, "\n".join(kept) + ("\n" if kept else ""))
+
+
+class Distiller:
+    """One distillation run; `run()` returns a summary dict."""
+
+    def __init__(self, cfg: DistillConfig, env: DistEnv):
+        self.cfg, self.env = cfg, env
+        self.run_dir = Path(cfg.out)
+        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.data = prepare_data(cfg, env)
+        self.save_every, self.save_unit = parse_save_every(cfg.save_every)
+        self.teacher, self.student = build_models(cfg, env.device)
+        self.optimizer, self.scheduler = build_optimizer(cfg, self.student, self.data.total_steps)
+        self.amp_dtype = autocast_dtype(cfg, env.device)
+        self.scaler = torch.amp.GradScaler(env.device.type, enabled=self.amp_dtype == torch.float16)
+        self.step = 0
+        self.teacher_cache: list = []
+        self.last_eval: tuple[int, float | None] = (-1, None)
+        self.held_out_loader = DataLoader(
+            EvalFrames(self.data.held_out, cfg.image_size), batch_size=self.data.plan.micro_batch,
+            num_workers=cfg.num_workers,
+        )
+
+    # -- state -------------------------------------------------------------------------------------------------
+    def _payload(self) -> dict:
+        return {
+            "step": self.step,
+            "model": self.student.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": ckpt.rng_state(),
+            "config": self.cfg.to_dict(),
+            "world_size": self.env.world_size,
+        }
+
+    def _restore(self) -> None:
+        found = ckpt.load_latest_valid(self.run_dir)
+        if found is None:
+            log.warning("--resume: no valid checkpoint in %s; starting from step 0", self.run_dir)
+            return
+        path, state = found
+        check_resume_compatible(state["config"], self.cfg)
+        self.student.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        if self.env.is_main:
+            _truncate_metrics(self.metrics_path, self.step)
+        log.info("resumed from %s (step %d)", path, self.step)
+
+    def _prepare_run_dir(self) -> None:
+        existing = ckpt.list_checkpoints(self.run_dir)
+        if existing and not self.cfg.resume:
+            raise ConfigError(
+                f"--out {self.run_dir} already holds checkpoints ({existing[-1].name}); pass --resume to continue "
+                "that run, or choose a new --out"
+            )
+        barrier(self.env)
+        if self.env.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", yaml.safe_dump(self.cfg.to_dict(), sort_keys=False))
+            self.data.corpus.write_skipped(self.run_dir / "skipped_files.txt")
+            if not self.cfg.resume:
+                self.metrics_path.unlink(missing_ok=True)
+
+    # -- logging -----------------------------------------------------------------------------------------------
+    def _log(self, record: dict) -> None:
+        if self.env.is_main:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _evaluate(self, kind: str) -> float | None:
+        if not self.data.held_out:
+            return None
+        r2 = None
+        if self.env.is_main:
+            model = self.student.module if isinstance(self.student, DistributedDataParallel) else self.student
+            r2 = held_out_r2(self.teacher, model, self.held_out_loader, self.teacher_cache, self.env.device,
+                             self.amp_dtype)
+            self._log({"step": self.step, "event": kind, "held_out_r2": r2, "held_out_images": len(self.data.held_out)})
+        barrier(self.env)
+        self.last_eval = (self.step, r2)
+        return r2
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def _train_step(self, micro_batches: list[torch.Tensor]) -> float:
+        """One optimizer step over the accumulated micro-batches; returns the mean loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for i, images in enumerate(micro_batches):
+            images = images.to(self.env.device, non_blocking=True)
+            if self.cfg.mixup:
+                g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step * 997 + i * 31 + self.env.rank)
+                images, _, _ = mixup(images, g)
+            last = i == len(micro_batches) - 1
+            sync = nullcontext() if (last or not self.env.distributed) else self.student.no_sync()
+            with sync, _autocast(self.env.device, self.amp_dtype):
+                target = self.teacher(images)
+                loss = token_mse(self.student(images), target) / len(micro_batches)
+            self.scaler.scale(loss).backward()
+            total += float(loss.detach())
+        if self.cfg.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        if not math.isfinite(total):
+            raise FloatingPointError(f"loss became {total} at step {self.step}; lower --lr or use --precision fp32")
+        return total
+
+    def _due_checkpoint(self) -> bool:
+        if self.step >= self.data.total_steps:
+            return True
+        if self.save_unit == "steps":
+            return self.step % self.save_every == 0
+        spe = self.data.plan.steps_per_epoch
+        return self.step % (spe * self.save_every) == 0
+
+    def _save(self) -> None:
+        if self.env.is_main:
+            model = self.student.module if isinstance(self.student, DistributedDataParallel) else self.student
+            payload = self._payload()
+            payload["model"] = model.state_dict()
+            ckpt.save_checkpoint(self.run_dir, self.step, payload, self.cfg.keep_last)
+        barrier(self.env)
+
+    def run(self) -> dict:
+        self._prepare_run_dir()
+        if self.cfg.resume:
+            self._restore()
+        start_step = self.step
+        r2_start = self._evaluate("eval") if start_step == 0 else None
+        if self.env.distributed:
+            self.student = DistributedDataParallel(self.student)
+        self.student.train()
+        plan = self.data.plan
+        loader = DataLoader(
+            AugmentedFrames(self.data.train, self.cfg.image_size, self.cfg.aug),
+            batch_sampler=_MicroBatches(plan, start_step, self.data.total_steps),
+            num_workers=self.cfg.num_workers, pin_memory=self.env.device.type == "cuda",
+            persistent_workers=False,
+        )
+        progress = TrainProgress(self.data.total_steps, start_step, enabled=self.env.is_main and not self.cfg.quiet)
+        t_start = time.perf_counter()
+        with progress:
+            pending: list[torch.Tensor] = []
+            t_step = time.perf_counter()
+            for images in loader:
+                pending.append(images)
+                if len(pending) < plan.accum_steps:
+                    continue
+                loss = mean_across_ranks(self._train_step(pending), self.env)
+                pending = []
+                now = time.perf_counter()
+                images_per_s = self.cfg.batch_size / max(now - t_step, 1e-9)
+                t_step = now
+                progress.update(self.step, loss, images_per_s)
+                if self.step % self.cfg.log_every == 0 or self.step == self.data.total_steps:
+                    self._log({"step": self.step, "epoch": (self.step - 1) // plan.steps_per_epoch, "loss": loss,
+                               "lr": self.scheduler.get_last_lr()[0], "images_per_s": images_per_s})
+                if self.cfg.eval_every and self.step % self.cfg.eval_every == 0:
+                    self._evaluate("eval")
+                if self._due_checkpoint():
+                    self._save()
+                    if not self.cfg.eval_every:
+                        self._evaluate("eval")
+        elapsed = time.perf_counter() - t_start
+        return self._finish(r2_start, elapsed, start_step)
+
+    def _finish(self, r2_start: float | None, elapsed: float, start_step: int) -> dict:
+        in_sync = params_in_sync(self.student, self.env)
+        model = self.student.module if isinstance(self.student, DistributedDataParallel) else self.student
+        r2_end = self.last_eval[1] if self.last_eval[0] == self.step else self._evaluate("eval")
+        summary = {
+            "steps": self.step,
+            "steps_this_session": self.step - start_step,
+            "seconds_this_session": round(elapsed, 2),
+            "images_per_s": round(self.cfg.batch_size * (self.step - start_step) / elapsed, 2) if elapsed else None,
+            "train_images": len(self.data.train),
+            "held_out_images": len(self.data.held_out),
+            "skipped_files": len(self.data.corpus.skipped),
+            "duplicates_removed": len(self.data.corpus.duplicates),
+            "held_out_r2_start": r2_start,
+            "held_out_r2_end": r2_end,
+            "world_size": self.env.world_size,
+            "ranks_in_sync": in_sync,
+            "accum_steps": self.data.plan.accum_steps,
+            "micro_batch": self.data.plan.micro_batch,
+        }
+        if self.env.is_main:
+            extra = {
+                "origin": "pocus distill",
+                "teacher": self.cfg.teacher,
+                "teacher_weights": self.cfg.teacher_weights,
+                "smoke_test_only": self.cfg.teacher_weights == RANDOM_WEIGHTS,
+                "teacher_blocks": self.teacher.blocks,
+                "aggregate": self.cfg.aggregate,
+                "augmentation": self.cfg.aug,
+                "training": summary,
+                "config": self.cfg.to_dict(),
+            }
+            save_encoder(self.run_dir / "student.safetensors", model.encoder, self.cfg.student, self.cfg.image_size,
+                         extra)
+            self._log({"step": self.step, "event": "finished", **summary})
+        barrier(self.env)
+        return summary
+
+
+def run_distillation(cfg: DistillConfig) -> dict:
+    """Validate the config, run (or resume) distillation in this process group, return the summary."""
+    cfg.validate()
+    env = init_distributed()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return Distiller(cfg, env).run()
+    finally:
+        shutdown(env)
