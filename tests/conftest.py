@@ -1,0 +1,64 @@
+"""Shared fixtures: synthetic phantom folders, a tiny distillation config, and the real-data location."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pocus_edge.data.phantoms import write_phantom_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("POCUS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# A teacher small enough for CPU tests: the DINOv3 ViT-S/16 architecture at depth 3, width 48.
+TINY_TEACHER = {"depth": 3, "embed_dim": 48, "num_heads": 2}
+
+
+@pytest.fixture(scope="session")
+def phantom_dir(tmp_path_factory) -> Path:
+    return write_phantom_dataset(tmp_path_factory.mktemp("phantoms"), 40, size=(96, 96), seed=1)
+
+
+def tiny_config_yaml(path: Path, data: Path, **overrides) -> Path:
+    """Write a YAML config for a seconds-long CPU distillation and return its path."""
+    import yaml
+
+    cfg = {
+        "data": [str(data)],
+        "teacher": "vit_small_patch16_dinov3",
+        "teacher_weights": "random",
+        "teacher_kwargs": TINY_TEACHER,
+        "student": "resnet18",
+        "head_hidden": 64,
+        "image_size": 64,
+        "batch_size": 8,
+        "max_steps": 6,
+        "save_every": "2",
+        "log_every": 1,
+        "held_out_fraction": 0.1,
+        "num_workers": 0,
+        "threads": 1,
+        "quiet": True,
+    }
+    cfg.update(overrides)
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run `python -m pocus_edge.cli ARGS` and capture its output."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "pocus_edge.cli", *args], capture_output=True, text=True, env=full_env,
+        timeout=timeout, cwd=REPO,
+    )
+
+
+def require_shared_data() -> Path:
+    if not (SHARED_DATA / "busi").is_dir():
+        pytest.skip(f"real ultrasound data not found at {SHARED_DATA} (set POCUS_SHARED_DATA to its folder)")
+    return SHARED_DATA
