@@ -51,7 +51,8 @@ def prepare_data(cfg: DistillConfig, env: DistEnv) -> RunData:
 
 
 def build_models(cfg: DistillConfig, device: torch.device) -> tuple[Teacher, DistillStudent]:
-    """Teacher (frozen) and student + projection head, with the student seeded identically on every rank."""
+    """Teacher (frozen) and student + projection head, seeded so every rank and every rerun builds the same."""
+    torch.manual_seed(cfg.seed)  # a random teacher must be the same teacher on every rank and after --resume
     if cfg.teacher_weights == RANDOM_WEIGHTS:
         log.warning("--teacher-weights random: the teacher is untrained; the result is for smoke tests only")
     teacher = build_teacher(
