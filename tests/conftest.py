@@ -23,12 +23,12 @@ def phantom_dir(tmp_path_factory) -> Path:
     return write_phantom_dataset(tmp_path_factory.mktemp("phantoms"), 40, size=(96, 96), seed=1)
 
 
-def tiny_config_yaml(path: Path, data: Path, **overrides) -> Path:
+def tiny_config_yaml(path: Path, data: Path | list, **overrides) -> Path:
     """Write a YAML config for a seconds-long CPU distillation and return its path."""
     import yaml
 
     cfg = {
-        "data": [str(data)],
+        "data": [str(d) for d in data] if isinstance(data, list) else [str(data)],
         "teacher": "vit_small_patch16_dinov3",
         "teacher_weights": "random",
         "teacher_kwargs": TINY_TEACHER,
