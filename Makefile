@@ -24,4 +24,4 @@ test-slow: venv
 	$(PY) -m pytest -q -m slow
 
 lint: venv
-	$(VENV)/bin/ruff check pocus_edge tests
+	$(VENV)/bin/ruff check pocus_edge tests benchmarks

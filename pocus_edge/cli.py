@@ -10,7 +10,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -34,32 +33,32 @@ def _setup_logging(quiet: bool) -> None:
 @app.command()
 def distill(
     data: list[Path] = typer.Option(None, "--data", help="Folder(s) of unlabeled ultrasound (repeatable)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder: checkpoints, student, metrics."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML file with any of these settings."),
-    teacher: Optional[str] = typer.Option(None, help="timm DINOv3/DINOv2 ViT [vit_base_patch16_dinov3]."),
-    teacher_weights: Optional[str] = typer.Option(None, help="Local .safetensors/.pth file, or 'random' (smoke tests)."),
-    student: Optional[str] = typer.Option(None, help="timm CNN student [resnet50]."),
-    blocks: Optional[str] = typer.Option(None, help="Teacher block indices, comma-separated [last two]."),
-    aggregate: Optional[str] = typer.Option(None, help="concat | mean of the blocks' tokens [concat]."),
-    image_size: Optional[int] = typer.Option(None, help="Input size, multiple of 32 [256]."),
-    batch_size: Optional[int] = typer.Option(None, help="Global batch per optimizer step [512]."),
-    accum_steps: Optional[int] = typer.Option(None, help="Gradient accumulation steps [auto]."),
-    epochs: Optional[int] = typer.Option(None, help="Epochs [1000]."),
-    max_steps: Optional[int] = typer.Option(None, help="Stop after this many optimizer steps (0 = epochs decide)."),
-    lr: Optional[float] = typer.Option(None, help="Peak AdamW learning rate [1e-4]."),
-    weight_decay: Optional[float] = typer.Option(None, help="AdamW weight decay [0.05]."),
-    warmup_steps: Optional[int] = typer.Option(None, help="Warm-up steps [5% of the schedule]."),
-    aug: Optional[str] = typer.Option(None, help="ultrasound | natural augmentation preset [ultrasound]."),
-    mixup: Optional[bool] = typer.Option(None, "--mixup/--no-mixup", help="In-batch mixup [on]."),
-    precision: Optional[str] = typer.Option(None, help="auto | bf16 | fp16 | fp32 [auto: bf16 on capable GPUs]."),
-    save_every: Optional[str] = typer.Option(None, help="Checkpoint every N steps ('500') or epochs ('1ep')."),
-    keep_last: Optional[int] = typer.Option(None, help="Checkpoints kept [3]."),
-    held_out_fraction: Optional[float] = typer.Option(None, help="Held-out share for token R² [0.05]."),
-    resume: Optional[bool] = typer.Option(None, "--resume", help="Continue from the newest valid checkpoint."),
-    num_workers: Optional[int] = typer.Option(None, help="Data-loader worker processes [2]."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads (0 = default)."),
-    seed: Optional[int] = typer.Option(None, help="Seed for init, data order, augmentation [0]."),
-    quiet: Optional[bool] = typer.Option(None, "--quiet", help="No progress bar or info logs."),
+    out: Path | None = typer.Option(None, "--out", help="Run folder: checkpoints, student, metrics."),
+    config: Path | None = typer.Option(None, "--config", help="YAML file with any of these settings."),
+    teacher: str | None = typer.Option(None, help="timm DINOv3/DINOv2 ViT [vit_base_patch16_dinov3]."),
+    teacher_weights: str | None = typer.Option(None, help="Local .safetensors/.pth file, or 'random' (smoke tests)."),
+    student: str | None = typer.Option(None, help="timm CNN student [resnet50]."),
+    blocks: str | None = typer.Option(None, help="Teacher block indices, comma-separated [last two]."),
+    aggregate: str | None = typer.Option(None, help="concat | mean of the blocks' tokens [concat]."),
+    image_size: int | None = typer.Option(None, help="Input size, multiple of 32 [256]."),
+    batch_size: int | None = typer.Option(None, help="Global batch per optimizer step [512]."),
+    accum_steps: int | None = typer.Option(None, help="Gradient accumulation steps [auto]."),
+    epochs: int | None = typer.Option(None, help="Epochs [1000]."),
+    max_steps: int | None = typer.Option(None, help="Stop after this many optimizer steps (0 = epochs decide)."),
+    lr: float | None = typer.Option(None, help="Peak AdamW learning rate [1e-4]."),
+    weight_decay: float | None = typer.Option(None, help="AdamW weight decay [0.05]."),
+    warmup_steps: int | None = typer.Option(None, help="Warm-up steps [5% of the schedule]."),
+    aug: str | None = typer.Option(None, help="ultrasound | natural augmentation preset [ultrasound]."),
+    mixup: bool | None = typer.Option(None, "--mixup/--no-mixup", help="In-batch mixup [on]."),
+    precision: str | None = typer.Option(None, help="auto | bf16 | fp16 | fp32 [auto: bf16 on capable GPUs]."),
+    save_every: str | None = typer.Option(None, help="Checkpoint every N steps ('500') or epochs ('1ep')."),
+    keep_last: int | None = typer.Option(None, help="Checkpoints kept [3]."),
+    held_out_fraction: float | None = typer.Option(None, help="Held-out share for token R² [0.05]."),
+    resume: bool | None = typer.Option(None, "--resume", help="Continue from the newest valid checkpoint."),
+    num_workers: int | None = typer.Option(None, help="Data-loader worker processes [2]."),
+    threads: int | None = typer.Option(None, help="torch CPU threads (0 = default)."),
+    seed: int | None = typer.Option(None, help="Seed for init, data order, augmentation [0]."),
+    quiet: bool | None = typer.Option(None, "--quiet", help="No progress bar or info logs."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Distil a DINOv3 ViT teacher into a CNN student on unlabeled ultrasound."""
@@ -83,7 +82,7 @@ def distill(
         _print_summary("distillation", summary, Path(cfg.out))
 
 
-def _parse_blocks(text: Optional[str]) -> Optional[list[int]]:
+def _parse_blocks(text: str | None) -> list[int] | None:
     if text is None:
         return None
     try:
@@ -103,7 +102,7 @@ def _print_summary(title: str, summary: dict, out: Path) -> None:
 
 @app.command()
 def demo(
-    data: Optional[Path] = typer.Option(None, "--data", help="Run on this folder instead of synthetic phantoms."),
+    data: Path | None = typer.Option(None, "--data", help="Run on this folder instead of synthetic phantoms."),
     out: Path = typer.Option(Path("pocus-demo"), "--out", help="Where the demo writes its outputs."),
     steps: int = typer.Option(40, help="Distillation steps."),
     quiet: bool = typer.Option(False, "--quiet"),

@@ -8,9 +8,8 @@ import time
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import REPO, run_cli, tiny_config_yaml
+from safetensors.torch import load_file
 
 
 def test_distill_writes_every_output_and_learns(phantom_dir, tmp_path):

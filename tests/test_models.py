@@ -1,8 +1,8 @@
 import pytest
 import torch
+from conftest import TINY_TEACHER
 from safetensors.torch import save_file
 
-from conftest import TINY_TEACHER
 from pocus_edge.errors import CheckpointError, ConfigError
 from pocus_edge.models.encoder_io import load_encoder_state, save_encoder
 from pocus_edge.models.student import DistillStudent, ProjectionHead, build_student, feature_channels

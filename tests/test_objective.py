@@ -42,7 +42,7 @@ def test_mixup_lambda_is_uniform():
 def test_lr_schedule_warms_up_then_decays_to_min():
     f = [lr_factor(s, total_steps=100, warmup_steps=10, min_ratio=0.01) for s in range(101)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(f[10:], f[11:]))
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))
     assert f[100] == pytest.approx(0.01)
     assert f[55] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 0.5)))
 

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-
 from conftest import require_shared_data, run_cli, tiny_config_yaml
+
 from pocus_edge.data.corpus import scan_corpus, split_by_group
 
 pytestmark = pytest.mark.data

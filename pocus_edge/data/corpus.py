@@ -1,8 +1,8 @@
 """Find, decode-check and de-duplicate the unlabeled frames of a distillation corpus.
 
-`scan_corpus` walks folders recursively (or takes the files a folder's
-`manifest.csv` lists; mask/annotation folders and files are never images), decodes every candidate once (so unreadable files are
-found before any model is built), drops exact duplicates by a hash of the decoded pixels, and
+`scan_corpus` walks folders recursively (or takes the files a folder's `manifest.csv` lists;
+mask/annotation folders and files are never images), decodes every candidate once (so unreadable
+files are found before any model is built), drops exact duplicates by a hash of the decoded pixels, and
 attaches a split group to each frame: `case_id` or `source_file` from a `manifest.csv` in the
 folder when present (HC18 cases, lung clips), otherwise the file itself (BUSI has no patient ids).
 Frames of one group always land on the same side of a train/held-out split.
@@ -17,8 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import DataError
-from .readers import DICOM_SUFFIXES, IMAGE_SUFFIXES, VIDEO_SUFFIXES, dicom_frame_count, read_frame
-from .readers import video_frame_indices
+from .readers import (
+    DICOM_SUFFIXES,
+    IMAGE_SUFFIXES,
+    VIDEO_SUFFIXES,
+    dicom_frame_count,
+    read_frame,
+    video_frame_indices,
+)
 
 GROUP_COLUMNS = ("case_id", "patient_id", "source_file", "clip_id")
 ANNOTATION_DIRS = {"mask", "masks", "annotation", "annotations", "label", "labels", "gt", "ground_truth"}
@@ -135,7 +141,9 @@ def scan_corpus(roots: list[Path], max_video_frames: int = 32) -> Corpus:
                 frames.append(FrameRef(path=str(path), frame=index, group=group))
     if not frames:
         where = ", ".join(map(str, roots))
-        detail = f"; {len(skipped)} file(s) could not be read (first: {skipped[0][0]}: {skipped[0][1]})" if skipped else ""
+        detail = ""
+        if skipped:
+            detail = f"; {len(skipped)} file(s) could not be read (first: {skipped[0][0]}: {skipped[0][1]})"
         raise DataError(
             f"no usable images found in {where}{detail}. Expected PNG/JPEG/BMP/TIFF, DICOM or video files "
             "(searched recursively)."

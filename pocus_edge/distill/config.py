@@ -56,7 +56,7 @@ class DistillConfig:
     resume: bool = False
     quiet: bool = False
 
-    def validate(self) -> "DistillConfig":
+    def validate(self) -> DistillConfig:
         """Raise ConfigError for values that would fail later or silently do the wrong thing."""
         if not self.data:
             raise ConfigError("no --data given: pass one or more folders of ultrasound images")

@@ -13,7 +13,9 @@ def token_mse(student_tokens: torch.Tensor, teacher_tokens: torch.Tensor) -> tor
     Shapes are B x N x D; the loss is 0 exactly when the two token sets are identical.
     """
     if student_tokens.shape != teacher_tokens.shape:
-        raise ValueError(f"token shapes differ: student {tuple(student_tokens.shape)} vs teacher {tuple(teacher_tokens.shape)}")
+        raise ValueError(
+            f"token shapes differ: student {tuple(student_tokens.shape)} vs teacher {tuple(teacher_tokens.shape)}"
+        )
     per_token = (student_tokens.float() - teacher_tokens.float()).pow(2).mean(dim=-1)  # B x N
     return per_token.mean()
 

@@ -70,7 +70,7 @@ def build_models(cfg: DistillConfig, device: torch.device) -> tuple[Teacher, Dis
 def build_optimizer(cfg: DistillConfig, model: nn.Module, total_steps: int):
     """AdamW with weight decay on weights only (not biases or norm parameters) + warm-up/cosine LambdaLR."""
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         (no_decay if param.ndim <= 1 else decay).append(param)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],

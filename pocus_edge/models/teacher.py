@@ -93,7 +93,7 @@ class Teacher(nn.Module):
         self.embed_dim = int(vit.embed_dim)
         self.out_dim = self.embed_dim * (len(resolved) if aggregate == "concat" else 1)
 
-    def train(self, mode: bool = True) -> "Teacher":
+    def train(self, mode: bool = True) -> Teacher:
         """The teacher stays in eval mode whatever its parent does."""
         return super().train(False)
 
