@@ -111,3 +111,10 @@ def test_teacher_weights_mismatch_and_missing_file_are_clear(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot read"):
         build_teacher("vit_small_patch16_dinov3", str(tmp_path / "junk.pth"), 64, None, "concat", True, TINY_TEACHER)
+
+
+def test_dinov2_teacher_with_registers_gives_patch_tokens_only():
+    teacher = build_teacher("vit_small_patch14_reg4_dinov2", "random", 224, None, "concat", True,
+                            {"depth": 2, "embed_dim": 48, "num_heads": 2})
+    assert teacher.grid_size(224) == (16, 16)
+    assert teacher(torch.randn(1, 3, 224, 224)).shape == (1, 256, 96)  # 4 registers + cls dropped
