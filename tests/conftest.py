@@ -12,7 +12,17 @@ import pytest
 from pocus_edge.data.phantoms import write_phantom_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("POCUS_SHARED_DATA", REPO.parent / "shared" / "data"))
+def _find_shared_data() -> Path:
+    """POCUS_SHARED_DATA if set, else ../shared/data beside the checkout, else the workplace's /work/shared/data."""
+    if os.environ.get("POCUS_SHARED_DATA"):
+        return Path(os.environ["POCUS_SHARED_DATA"])
+    for candidate in (REPO.parent / "shared" / "data", Path("/work/shared/data")):
+        if candidate.is_dir():
+            return candidate
+    return REPO.parent / "shared" / "data"
+
+
+SHARED_DATA = _find_shared_data()
 
 # A teacher small enough for CPU tests: the DINOv3 ViT-S/16 architecture at depth 3, width 48.
 TINY_TEACHER = {"depth": 3, "embed_dim": 48, "num_heads": 2}
