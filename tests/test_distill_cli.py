@@ -126,3 +126,13 @@ def test_two_process_ddp_with_gloo(phantom_dir, tmp_path):
     assert finished[0]["world_size"] == 2 and finished[0]["ranks_in_sync"] is True
     assert finished[0]["micro_batch"] == 4  # global batch 8 split over 2 processes
     assert (tmp_path / "ddp" / "student.safetensors").is_file()
+
+
+def test_bf16_autocast_runs_on_cpu(phantom_dir, tmp_path):
+    cfg = tiny_config_yaml(tmp_path / "cfg.yaml", phantom_dir, max_steps=2, save_every="2")
+    result = run_cli("distill", "--config", str(cfg), "--out", str(tmp_path / "run"), "--precision", "bf16", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 2
+    fp16 = run_cli("distill", "--config", str(cfg), "--out", str(tmp_path / "run16"), "--precision", "fp16")
+    assert fp16.returncode == 2 and "needs a CUDA GPU" in fp16.stderr
