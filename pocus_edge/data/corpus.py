@@ -55,20 +55,23 @@ class Corpus:
         Path(path).write_text("\n".join(lines) + ("\n" if lines else ""))
 
 
-def _manifest_groups(root: Path) -> dict[str, str]:
-    """Map file path (relative to root) -> group id from root/manifest.csv, if it has a group column."""
+def _read_manifest(root: Path) -> list[dict[str, str]]:
+    """Rows of root/manifest.csv, or [] when the folder has none."""
     manifest = root / "manifest.csv"
-    if not manifest.is_file():
-        return {}
-    groups: dict[str, str] = {}
+    if not root.is_dir() or not manifest.is_file():
+        return []
     with open(manifest, newline="") as f:
-        for row in csv.DictReader(f):
-            rel = row.get("file")
-            if not rel:
-                continue
-            group = next((row[c] for c in GROUP_COLUMNS if row.get(c)), "")
-            if group:
-                groups[str(Path(rel))] = f"{root.name}:{group}"
+        return list(csv.DictReader(f))
+
+
+def _manifest_groups(rows: list[dict[str, str]], root: Path) -> dict[str, str]:
+    """Map file path (relative to root) -> group id, from the manifest's first non-empty group column."""
+    groups: dict[str, str] = {}
+    for row in rows:
+        rel = row.get("file")
+        group = next((row[c] for c in GROUP_COLUMNS if row.get(c)), "")
+        if rel and group:
+            groups[str(Path(rel))] = f"{root.name}:{group}"
     return groups
 
 
@@ -79,14 +82,11 @@ def _is_annotation(path: Path, root: Path) -> bool:
     return bool(parts & ANNOTATION_DIRS) or stem.endswith(ANNOTATION_SUFFIXES)
 
 
-def _candidate_files(root: Path) -> list[Path]:
-    """Image/DICOM/video files under root: those a manifest.csv lists in its `file` column, else all of them."""
-    manifest = root / "manifest.csv"
-    if manifest.is_file():
-        with open(manifest, newline="") as f:
-            listed = [row["file"] for row in csv.DictReader(f) if row.get("file")]
-        if listed:
-            return sorted(root / rel for rel in listed)
+def _candidate_files(root: Path, rows: list[dict[str, str]]) -> list[Path]:
+    """Image/DICOM/video files under root: those the manifest lists in its `file` column, else all of them."""
+    listed = [row["file"] for row in rows if row.get("file")]
+    if listed:
+        return sorted(root / rel for rel in listed)
     suffixes = IMAGE_SUFFIXES | DICOM_SUFFIXES | VIDEO_SUFFIXES
     return sorted(
         p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in suffixes and not _is_annotation(p, root)
@@ -116,8 +116,9 @@ def scan_corpus(roots: list[Path], max_video_frames: int = 32) -> Corpus:
     for root in map(Path, roots):
         if not root.exists():
             raise DataError(f"--data {root}: no such file or folder")
-        files = [root] if root.is_file() else _candidate_files(root)
-        groups = _manifest_groups(root) if root.is_dir() else {}
+        rows = _read_manifest(root)
+        files = [root] if root.is_file() else _candidate_files(root, rows)
+        groups = _manifest_groups(rows, root)
         for path in files:
             rel = str(path.relative_to(root)) if root.is_dir() else path.name
             try:

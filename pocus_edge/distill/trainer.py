@@ -97,10 +97,14 @@ class Distiller:
         )
 
     # -- state -------------------------------------------------------------------------------------------------
+    def _model(self):
+        """The student without its DDP wrapper (what checkpoints, evaluation and export see)."""
+        return self.student.module if isinstance(self.student, DistributedDataParallel) else self.student
+
     def _payload(self) -> dict:
         return {
             "step": self.step,
-            "model": self.student.state_dict(),
+            "model": self._model().state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -152,8 +156,7 @@ class Distiller:
             return None
         r2 = None
         if self.env.is_main:
-            model = self.student.module if isinstance(self.student, DistributedDataParallel) else self.student
-            r2 = held_out_r2(self.teacher, model, self.held_out_loader, self.teacher_cache, self.env.device,
+            r2 = held_out_r2(self.teacher, self._model(), self.held_out_loader, self.teacher_cache, self.env.device,
                              self.amp_dtype)
             self._log({"step": self.step, "event": kind, "held_out_r2": r2, "held_out_images": len(self.data.held_out)})
         barrier(self.env)
@@ -198,10 +201,7 @@ class Distiller:
 
     def _save(self) -> None:
         if self.env.is_main:
-            model = self.student.module if isinstance(self.student, DistributedDataParallel) else self.student
-            payload = self._payload()
-            payload["model"] = model.state_dict()
-            ckpt.save_checkpoint(self.run_dir, self.step, payload, self.cfg.keep_last)
+            ckpt.save_checkpoint(self.run_dir, self.step, self._payload(), self.cfg.keep_last)
         barrier(self.env)
 
     def run(self) -> dict:
@@ -249,7 +249,7 @@ class Distiller:
 
     def _finish(self, r2_start: float | None, elapsed: float, start_step: int) -> dict:
         in_sync = params_in_sync(self.student, self.env)
-        model = self.student.module if isinstance(self.student, DistributedDataParallel) else self.student
+        model = self._model()
         r2_end = self.last_eval[1] if self.last_eval[0] == self.step else self._evaluate("eval")
         summary = {
             "steps": self.step,
