@@ -1,0 +1,163 @@
+"""`export(...)`: MODEL -> verified bundle for one target and precision. The CLI calls this.
+
+Steps: resolve the model -> pick calibration/parity images -> (fold raw input) -> target conversion in a
+hidden work folder -> manifest -> parity through the runtime -> publish atomically.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import ConfigError
+from .base import ExportError, ExportRequest, version_of
+from .bundle import discard, hash_files, make_workdir, now_iso, publish, write_manifest
+from .data import calibration_and_parity, phantom_set
+from .parity import compare, judge, reference_outputs, thresholds_for
+from .source import BUILTINS, resolve_model
+from .targets import canonical_target, check_precision, target_module
+from .wrappers import calibrate_smoke_head, fold_raw_input
+
+log = logging.getLogger(__name__)
+
+
+def preprocessing_for(spec, raw_input: bool) -> dict[str, Any]:
+    """The manifest's preprocessing block (what the runtime and the Android core reproduce)."""
+    return {"image_size": [spec.image_size, spec.image_size], "resize": "stretch",
+            "interpolation": "bilinear_antialias", "scale": 1 / 255, "mean": list(spec.mean), "std": list(spec.std),
+            "gray_to_rgb": "in_model" if raw_input else "replicate", "color_to_gray": "bt601_luma",
+            "raw_input": raw_input}
+
+
+def postprocessing_for(spec) -> dict[str, Any]:
+    if spec.task == "segmentation":
+        return {"activation": "sigmoid" if spec.labels and len(spec.labels) <= 2 else "softmax",
+                "threshold": spec.threshold, "mask_resize": "bilinear_probabilities"}
+    if spec.task == "classification":
+        return {"activation": "softmax", "threshold": None, "mask_resize": "none"}
+    return {"activation": "l2_normalize", "threshold": None, "mask_resize": "none"}
+
+
+def count_flops(model: torch.nn.Module, image_size: int) -> int | None:
+    """FLOPs of one forward pass at batch 1 (2 x multiply-adds), recorded for GFLOP/s in benchmarks."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, 3, image_size, image_size))
+        return int(counter.get_total_flops())
+    except Exception:  # flop counting is informative only
+        return None
+
+
+def value_range(pre: dict[str, Any]) -> list[float]:
+    if pre["raw_input"]:
+        return [0.0, 255.0]
+    lows = [(0 - m) / s for m, s in zip(pre["mean"], pre["std"])]
+    highs = [(1 - m) / s for m, s in zip(pre["mean"], pre["std"])]
+    return [round(min(lows), 6), round(max(highs), 6)]
+
+
+def export(model: str, target: str, precision: str = "fp32", out: str | Path | None = None,
+           image_size: int | None = None, calib_data: str | Path | None = None,
+           parity_data: str | Path | None = None, dynamic_batch: bool = False, raw_input: bool = False,
+           parity: bool = True, num_calib: int = 300, num_parity: int = 32,
+           parity_thresholds: dict[str, float] | None = None, overwrite: bool = False,
+           **target_options: Any) -> dict[str, Any]:
+    """Export MODEL to a bundle folder and return its manifest (parity summary included)."""
+    target = canonical_target(target)
+    precision = check_precision(target, precision)
+    module = target_module(target)
+    module.check_available()
+    net, spec = resolve_model(model, image_size)
+    if model in BUILTINS:
+        calibrate_smoke_head(net, spec.task, _phantom_batch(spec))
+    force_raw = getattr(module, "REQUIRES_RAW_INPUT", False)
+    raw = raw_input or force_raw
+    pre = preprocessing_for(spec, raw)
+    if precision == "int8" and calib_data is None:
+        raise ConfigError("--precision int8 needs --calib-data DIR: real ultrasound frames (~300) for the ranges")
+    calibration, parity_set = calibration_and_parity(
+        Path(calib_data) if calib_data else None, Path(parity_data) if parity_data else None,
+        num_calib, num_parity)
+    if parity_thresholds:
+        try:
+            thresholds_for(spec.task, precision, parity_thresholds)
+        except KeyError as exc:
+            raise ConfigError(f"--parity-threshold: {exc.args[0]}")
+    out = Path(out) if out else Path(f"{spec.name}-{target}-{precision}")
+    convertible = fold_raw_input(net, spec.mean, spec.std, spec.image_size) if raw else net
+    request = ExportRequest(model=convertible, spec=spec, precision=precision, image_size=spec.image_size,
+                            raw_input=raw, dynamic_batch=dynamic_batch, calibration=calibration, preprocessing=pre,
+                            options=target_options)
+    workdir = make_workdir(out, overwrite)
+    try:
+        result = module.convert(request, workdir)
+        result.inputs[0].setdefault("value_range", value_range(pre))
+        manifest = _manifest(spec, target, precision, result, pre, count_flops(net, spec.image_size), model)
+        manifest["files"] = hash_files(workdir, [result.model_file, *result.extra_files])
+        write_manifest(workdir, manifest)
+        report = _parity(net, spec, precision, workdir, parity_set, result, parity, parity_thresholds, pre)
+        from ..io import atomic_write_json
+
+        atomic_write_json(workdir / "parity.json", report)
+        manifest["parity"] = {k: report[k] for k in ("status", "reason", "metrics", "backend") if k in report}
+        manifest["files"]["parity.json"] = hash_files(workdir, ["parity.json"])["parity.json"]
+        write_manifest(workdir, manifest)
+        if report["status"] == "failed":
+            raise ExportError(
+                f"parity failed for {target} {precision} on {report['images']} images ({report['data']}): "
+                f"{'; '.join(report['failures'])}. Nothing was written to {out}. Check calibration data, or relax "
+                "with --parity-threshold METRIC=VALUE if this loss is acceptable"
+            )
+        publish(workdir, out)
+    except BaseException:
+        discard(workdir)
+        raise
+    manifest["bundle"] = str(out)
+    return manifest
+
+
+def _phantom_batch(spec) -> torch.Tensor:
+    from ..runtime.preprocess import normalized_chw
+
+    pre = preprocessing_for(spec, False)
+    return torch.from_numpy(np.stack([normalized_chw(im, pre) for im in phantom_set(8, seed=500).images]))
+
+
+def _manifest(spec, target, precision, result, pre, flops, model_arg) -> dict[str, Any]:
+    return {
+        "schema_version": 1, "name": spec.name, "task": spec.task, "target": target, "precision": precision,
+        "model_file": result.model_file, "inputs": result.inputs, "preprocessing": pre, "outputs": result.outputs,
+        "postprocessing": postprocessing_for(spec), "labels": list(spec.labels), "files": {},
+        "source": {"model": model_arg if model_arg in BUILTINS else spec.source, "sha256": spec.source_sha256,
+                   "architecture": f"{spec.task}:{spec.encoder}"},
+        "flops": flops, "target_options": result.target_options,
+        "tool_versions": {"pocus-edge": __version__, "torch": torch.__version__.split("+")[0],
+                          "numpy": np.__version__, **result.tool_versions},
+        "created_at": now_iso(),
+    }
+
+
+def _parity(net, spec, precision, workdir, images, result, enabled, overrides, pre) -> dict[str, Any]:
+    base = {"reference": "pytorch fp32", "data": images.origin, "images": len(images.images),
+            "thresholds": thresholds_for(spec.task, precision, overrides)}
+    if not enabled:
+        return {**base, "status": "skipped", "reason": "disabled with --no-parity", "metrics": {}, "failures": []}
+    if result.parity_skip_reason:
+        return {**base, "status": "skipped", "reason": result.parity_skip_reason, "metrics": {}, "failures": []}
+    from ..runtime import load
+
+    predictor = load(workdir, backend=result.target_options.get("parity_backend"))
+    ref = reference_outputs(net, images.images, pre)
+    out = predictor.raw_outputs(images.images)
+    metrics = compare(spec.task, ref, out, spec.threshold)
+    failures = judge(metrics, base["thresholds"])
+    return {**base, "status": "failed" if failures else "passed", "backend": predictor.backend.name,
+            "metrics": metrics, "failures": failures, "versions": {"onnxruntime": version_of("onnxruntime"),
+                                                                   "ai-edge-litert": version_of("ai-edge-litert")}}

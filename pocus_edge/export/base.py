@@ -1,0 +1,76 @@
+"""What every target module receives and returns: ExportRequest in, TargetResult out.
+
+A target module exposes `NAME`, `PRECISIONS`, `EXTRA` (the pip extra it needs), `check_available()`
+and `convert(request, workdir) -> TargetResult`. The bundle writer, parity and manifest are shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from ..errors import PocusError
+from ..models.tasks import TaskSpec
+from .data import ImageSet
+
+
+class ExportError(PocusError):
+    """The model could not be converted, or the converted model failed its checks."""
+
+
+class MissingExtra(ExportError):
+    """A converter package is not installed."""
+
+
+@dataclass
+class ExportRequest:
+    """The resolved export job, shared by all targets."""
+
+    model: nn.Module  # fp32 eval model taking normalised 3-channel input
+    spec: TaskSpec
+    precision: str
+    image_size: int
+    raw_input: bool
+    dynamic_batch: bool
+    calibration: ImageSet | None
+    preprocessing: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output_meaning(self) -> str:
+        return {"segmentation": "mask_logits", "classification": "logits", "embedding": "embedding"}[self.spec.task]
+
+
+@dataclass
+class TargetResult:
+    """Files a target wrote into the work folder and how to describe them in the manifest."""
+
+    model_file: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    extra_files: list[str] = field(default_factory=list)
+    target_options: dict[str, Any] = field(default_factory=dict)
+    parity_skip_reason: str | None = None  # set when this machine cannot run the model (e.g. Core ML on Linux)
+    tool_versions: dict[str, str] = field(default_factory=dict)
+
+
+def require(module: str, extra: str = "export") -> Any:
+    """Import a converter package or raise MissingExtra naming the extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingExtra(f"{module} is not installed ({exc.msg}); install it with: pip install 'pocus-edge[{extra}]'")
+
+
+def version_of(dist: str) -> str:
+    """Installed version of a distribution, or 'not installed'."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"

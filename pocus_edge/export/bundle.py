@@ -1,0 +1,61 @@
+"""Assemble, validate and atomically publish a bundle folder.
+
+A bundle is built in a hidden sibling work folder; only after the manifest validates and parity
+passes is it renamed into place, so a failed or interrupted export never leaves a folder that looks valid.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..io import atomic_write_json
+from ..runtime.manifest import MANIFEST_NAME, file_digest, validate_manifest
+
+
+def make_workdir(out: Path, overwrite: bool) -> Path:
+    """Check the destination and create the hidden work folder beside it."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is a file; give a folder path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"--out {out}: folder exists and is not empty; pass --overwrite to replace it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+
+
+def hash_files(workdir: Path, names: list[str]) -> dict[str, str]:
+    """{file name: sha256} (directories such as .mlpackage hashed over their contents)."""
+    return {name: file_digest(workdir / name) for name in names}
+
+
+def write_manifest(workdir: Path, manifest: dict[str, Any]) -> None:
+    """Validate against the schema, then write manifest.json atomically."""
+    validate_manifest(manifest, "export manifest")
+    atomic_write_json(workdir / MANIFEST_NAME, manifest)
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def publish(workdir: Path, out: Path) -> Path:
+    """Rename the finished work folder onto `out`, replacing an old bundle only at the last moment."""
+    out = Path(out)
+    old = None
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.replace(out, old / "bundle")
+    os.replace(workdir, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def discard(workdir: Path) -> None:
+    shutil.rmtree(workdir, ignore_errors=True)

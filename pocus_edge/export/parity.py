@@ -1,0 +1,98 @@
+"""Parity: the exported model, run through the runtime, against PyTorch fp32 on the same pre-processed frames.
+
+Segmentation: per-image mask Dice agreement (both masks empty counts as 1) and mean |Δprob|.
+Classification: top-1 agreement and max |Δprob|. Embedding: cosine similarity (min and mean).
+Thresholds depend on the precision and can be overridden; failing them fails the export.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..runtime.preprocess import normalized_chw
+from ..runtime.results import sigmoid, softmax
+
+# metric -> (direction, fp32, fp16, int8); "min": value must be >= threshold, "max": value must be <= threshold
+DEFAULT_THRESHOLDS: dict[str, dict[str, tuple[str, float, float, float]]] = {
+    "segmentation": {"dice_mean": ("min", 0.99, 0.98, 0.95), "dice_min": ("min", 0.95, 0.90, 0.70),
+                     "prob_abs_diff_mean": ("max", 1e-3, 1e-2, 0.05)},
+    "classification": {"top1_agreement": ("min", 0.99, 0.98, 0.90), "prob_abs_diff_max": ("max", 1e-3, 0.02, 0.25)},
+    "embedding": {"cosine_min": ("min", 0.9999, 0.999, 0.95), "cosine_mean": ("min", 0.99999, 0.9995, 0.98)},
+}
+PRECISION_COLUMN = {"fp32": 1, "fp16": 2, "int8": 3}
+
+
+def thresholds_for(task: str, precision: str, overrides: dict[str, float] | None = None) -> dict[str, list]:
+    """{metric: [direction, value]} for this task and precision, with user overrides applied."""
+    table = {m: [row[0], row[PRECISION_COLUMN[precision]]] for m, row in DEFAULT_THRESHOLDS[task].items()}
+    for key, value in (overrides or {}).items():
+        if key not in table:
+            raise KeyError(f"unknown parity metric {key!r} for {task}; choose from {', '.join(table)}")
+        table[key][1] = float(value)
+    return table
+
+
+@torch.no_grad()
+def reference_outputs(model: nn.Module, images: list[np.ndarray], preprocessing: dict[str, Any]) -> np.ndarray:
+    """PyTorch fp32 outputs on normalised 3-channel input built by the runtime's own pre-processing."""
+    pre = dict(preprocessing, raw_input=False)
+    outs = []
+    for i in range(0, len(images), 8):
+        x = torch.from_numpy(np.stack([normalized_chw(im, pre) for im in images[i:i + 8]]))
+        outs.append(model(x).float().numpy())
+    return np.concatenate(outs)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two binary masks; two empty masks agree perfectly (1.0)."""
+    a, b = a.astype(bool), b.astype(bool)
+    total = int(a.sum()) + int(b.sum())
+    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def compare(task: str, ref: np.ndarray, out: np.ndarray, threshold: float | None) -> dict[str, float]:
+    """Parity metrics between reference and exported outputs (N x ... each)."""
+    if ref.shape != out.shape:
+        raise ValueError(f"exported output shape {out.shape} differs from PyTorch {ref.shape}")
+    if task == "segmentation":
+        if ref.shape[1] == 1:
+            pr, po = sigmoid(ref), sigmoid(out)
+            t = 0.5 if threshold is None else threshold
+            mr, mo = pr[:, 0] >= t, po[:, 0] >= t
+        else:
+            pr, po = softmax(ref, axis=1), softmax(out, axis=1)
+            mr, mo = pr.argmax(1), po.argmax(1)
+        if ref.shape[1] == 1:
+            dices = [dice(mr[i], mo[i]) for i in range(len(ref))]
+        else:  # multi-class: mean over foreground classes
+            dices = [float(np.mean([dice(mr[i] == k, mo[i] == k) for k in range(1, ref.shape[1])]))
+                     for i in range(len(ref))]
+        diff = np.abs(pr - po)
+        return {"dice_mean": float(np.mean(dices)), "dice_min": float(np.min(dices)),
+                "prob_abs_diff_mean": float(diff.mean()), "prob_abs_diff_max": float(diff.max()),
+                "foreground_fraction_reference": float(np.mean(mr > 0))}
+    if task == "classification":
+        pr, po = softmax(ref, axis=1), softmax(out, axis=1)
+        return {"top1_agreement": float(np.mean(pr.argmax(1) == po.argmax(1))),
+                "prob_abs_diff_max": float(np.abs(pr - po).max()),
+                "prob_abs_diff_mean": float(np.abs(pr - po).mean())}
+    r = ref.reshape(len(ref), -1)
+    o = out.reshape(len(out), -1)
+    cos = (r * o).sum(1) / np.maximum(np.linalg.norm(r, axis=1) * np.linalg.norm(o, axis=1), 1e-12)
+    return {"cosine_min": float(cos.min()), "cosine_mean": float(cos.mean())}
+
+
+def judge(metrics: dict[str, float], thresholds: dict[str, list]) -> list[str]:
+    """Failures as readable strings ('dice_mean 0.91 < 0.95'); empty when all thresholds hold."""
+    failures = []
+    for name, (direction, limit) in thresholds.items():
+        value = metrics[name]
+        if direction == "min" and value < limit:
+            failures.append(f"{name} {value:.5g} < {limit:g}")
+        if direction == "max" and value > limit:
+            failures.append(f"{name} {value:.5g} > {limit:g}")
+    return failures

@@ -1,0 +1,99 @@
+"""Resolve the MODEL argument of `pocus-export` into an eval-mode fp32 torch model and its TaskSpec.
+
+MODEL is a built-in name (random weights, BatchNorm re-randomised so nothing folds away), a
+`model.safetensors` from `pocus finetune` (card kind `task_model`), or a `student.safetensors` from
+`pocus distill` (card kind `encoder`, exported as an embedding model). Cards are verified by sha256.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError, ConfigError
+from ..models.tasks import TaskSpec, build_task_model, randomize_batchnorm
+
+BUILTINS = {
+    "unet-resnet50": ("segmentation", ["background", "lesion"]),
+    "classifier-resnet50": ("classification", ["benign", "malignant", "normal"]),
+    "encoder-resnet50": ("embedding", []),
+}
+
+
+def _builtin(name: str, image_size: int) -> tuple[nn.Module, TaskSpec]:
+    task, labels = BUILTINS[name]
+    torch.manual_seed(0)
+    num_classes = len(labels) if task == "classification" else 1
+    model = randomize_batchnorm(build_task_model(task, "resnet50", num_classes), seed=0)
+    spec = TaskSpec(name=name, task=task, encoder="resnet50", labels=labels, image_size=image_size,
+                    threshold=0.5 if task == "segmentation" else None, source=f"built-in:{name} (random weights)")
+    return model, spec
+
+
+def _load_state(model: nn.Module, state: dict, where: Path) -> None:
+    result = model.load_state_dict(state, strict=False)
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{where}: weights do not fit the model described by its card "
+            f"(missing {len(missing)}: {missing[:3]}, unexpected {len(unexpected)}: {unexpected[:3]})"
+        )
+
+
+def _from_checkpoint(path: Path, image_size: int | None) -> tuple[nn.Module, TaskSpec]:
+    from ..models.encoder_io import load_encoder_state
+
+    state, card = load_encoder_state(path)
+    kind = card.get("kind")
+    size = image_size or int(card.get("input_size", [256])[0])
+    norm = card.get("normalization", {})
+    common = dict(image_size=size, source=str(path), source_sha256=card.get("weights_sha256"),
+                  mean=tuple(norm.get("mean", (0.485, 0.456, 0.406))), std=tuple(norm.get("std", (0.229, 0.224, 0.225))))
+    if kind == "encoder":
+        model = build_task_model("embedding", card["architecture"])
+        _load_state(model.encoder, state, path)
+        spec = TaskSpec(name=f"{card['architecture']}-embedding", task="embedding", encoder=card["architecture"],
+                        labels=[], threshold=None, **common)
+    elif kind == "task_model":
+        task = card.get("task")
+        labels = list(card.get("labels", []))
+        num_classes = int(card.get("num_classes", len(labels) or 1))
+        try:
+            model = build_task_model(task, card["encoder"], num_classes)
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"{path}: card does not describe a model this version can build ({exc})")
+        _load_state(model, state, path)
+        spec = TaskSpec(name=card.get("name", f"{task}-{card['encoder']}"), task=task, encoder=card["encoder"],
+                        labels=labels, threshold=card.get("threshold", 0.5 if task == "segmentation" else None),
+                        **common)
+    else:
+        raise CheckpointError(f"{path}: card kind {kind!r} is not exportable (expected 'task_model' or 'encoder')")
+    return model, spec
+
+
+def resolve_model(model: str, image_size: int | None) -> tuple[nn.Module, TaskSpec]:
+    """MODEL argument -> (eval-mode fp32 module on CPU, TaskSpec); raises with the fix on bad input."""
+    if image_size is not None and (image_size < 32 or image_size % 32):
+        raise ConfigError(f"--image-size {image_size}: must be a positive multiple of 32 (e.g. 224, 256, 320)")
+    if model in BUILTINS:
+        net, spec = _builtin(model, image_size or 256)
+    else:
+        path = Path(model)
+        if not path.exists():
+            raise ConfigError(
+                f"MODEL {model!r} is neither a built-in ({', '.join(BUILTINS)}) nor an existing checkpoint file"
+            )
+        if path.is_dir():
+            candidates = [path / "model.safetensors", path / "student.safetensors"]
+            found = next((c for c in candidates if c.is_file()), None)
+            if found is None:
+                raise ConfigError(f"{path}: folder holds no model.safetensors or student.safetensors")
+            path = found
+        if path.suffix != ".safetensors":
+            raise ConfigError(f"{path}: expected a .safetensors checkpoint with its .json card beside it")
+        net, spec = _from_checkpoint(path, image_size)
+        if spec.image_size % 32:
+            raise ConfigError(f"checkpoint input size {spec.image_size} is not a multiple of 32; pass --image-size")
+    return net.eval().float(), spec

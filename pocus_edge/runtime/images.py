@@ -1,0 +1,113 @@
+"""Turn whatever the caller passes (path, PIL image, numpy array) into one gray float32 frame in [0, 1].
+
+Rules (documented in README, identical on Android):
+- uint8 arrays and 8-bit images are divided by 255.
+- float arrays must already lie in [0, 1]; anything else is refused (we never guess a scale).
+- RGB(A) is converted to gray with ITU-R BT.601 luma (0.299 R + 0.587 G + 0.114 B), alpha dropped;
+  ultrasound saved as RGB with R = G = B is unchanged by this.
+- 16-bit images are refused: their display window is scanner-specific, so the caller must window them.
+- Empty, NaN/inf, wrong-rank and oversize (decompression-bomb) inputs are refused with the reason.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import PocusError
+
+MAX_PIXELS = 64_000_000  # ~8000 x 8000: far above any scanner frame, far below a decompression bomb
+LUMA_BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+class InputError(PocusError):
+    """An image given to a predictor cannot be used as it is."""
+
+
+def _check_size(height: int, width: int, what: str, max_pixels: int) -> None:
+    if height == 0 or width == 0:
+        raise InputError(f"{what}: empty image ({height} x {width})")
+    if height * width > max_pixels:
+        raise InputError(
+            f"{what}: {width} x {height} pixels exceeds the {max_pixels:,}-pixel limit (a decompression bomb or not "
+            "an ultrasound frame); resize it first"
+        )
+
+
+def _from_path(path: Path, max_pixels: int) -> np.ndarray:
+    from PIL import Image
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as img:
+            _check_size(img.height, img.width, str(path), max_pixels)
+            return _from_pil(img, str(path))
+    except InputError:
+        raise
+    except Exception as exc:  # PIL raises many types for unreadable files
+        raise InputError(f"{path}: cannot read as an image ({exc.__class__.__name__}: {exc})")
+
+
+def _from_pil(img: Any, what: str) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
+        raise InputError(
+            f"{what}: 16-bit image (mode {img.mode}); window it to 8 bits with your scanner's display window first"
+        )
+    if img.mode == "F":
+        return to_gray01(np.asarray(img, dtype=np.float32), what)
+    if img.mode not in ("L", "RGB", "RGBA", "LA"):
+        img = img.convert("RGB")
+    return to_gray01(np.asarray(img), what)
+
+
+def to_gray01(array: np.ndarray, what: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A 2-D (H x W) or 3-D (H x W x 1/3/4) uint8 or float array -> H x W float32 in [0, 1]."""
+    if not isinstance(array, np.ndarray):
+        raise InputError(f"{what}: expected a numpy array, got {type(array).__name__}")
+    if array.ndim == 3 and array.shape[2] in (1, 2, 3, 4):
+        channels = array.shape[2]
+    elif array.ndim == 2:
+        channels = 0
+    else:
+        raise InputError(
+            f"{what}: array of shape {array.shape}; expected H x W (gray) or H x W x C with C in 1, 3, 4"
+        )
+    _check_size(array.shape[0], array.shape[1], what, max_pixels)
+    if array.dtype == np.uint8:
+        gray = array.astype(np.float32) / 255.0
+    elif array.dtype in (np.float32, np.float64, np.float16):
+        gray = array.astype(np.float32)
+        if not np.isfinite(gray).all():
+            raise InputError(f"{what}: contains NaN or infinite values")
+        lo, hi = float(gray.min()), float(gray.max())
+        if lo < 0.0 or hi > 1.0:
+            raise InputError(
+                f"{what}: float values span [{lo:.4g}, {hi:.4g}]; float input must lie in [0, 1] "
+                "(pass uint8 pixels, or divide by 255)"
+            )
+    elif array.dtype == np.uint16:
+        raise InputError(f"{what}: uint16 (16-bit) pixels; window them to 8 bits with your scanner's display window")
+    else:
+        raise InputError(f"{what}: unsupported dtype {array.dtype}; pass uint8 pixels or floats in [0, 1]")
+    if channels in (3, 4):
+        gray = gray[..., :3] @ LUMA_BT601
+    elif channels == 2:  # gray + alpha
+        gray = gray[..., 0]
+    elif channels == 1:
+        gray = gray[..., 0]
+    return np.ascontiguousarray(np.clip(gray, 0.0, 1.0), dtype=np.float32)
+
+
+def load_gray(image: Any, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Path, PIL image or numpy array -> H x W float32 gray in [0, 1] (rules in the module docstring)."""
+    if isinstance(image, (str, Path)):
+        return _from_path(Path(image), max_pixels)
+    if isinstance(image, np.ndarray):
+        return to_gray01(image, "array", max_pixels)
+    if type(image).__module__.startswith("PIL"):
+        _check_size(image.height, image.width, "PIL image", max_pixels)
+        return _from_pil(image, "PIL image")
+    raise InputError(f"unsupported input {type(image).__name__}; pass a file path, PIL image or numpy array")

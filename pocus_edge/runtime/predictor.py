@@ -1,0 +1,91 @@
+"""`load(bundle) -> Predictor`: verified bundle + backend + the shared numpy pre/post-processing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .backends import open_backend
+from .images import load_gray
+from .manifest import BundleError, verify_bundle
+from .preprocess import model_input
+from .results import output_as_float, postprocess
+
+
+class Predictor:
+    """Runs one bundle: `predictor(image)` for one frame, `predictor.batch(images)` for many."""
+
+    def __init__(self, bundle_dir: Path, manifest: dict[str, Any], backend: Any):
+        self.bundle_dir = Path(bundle_dir)
+        self.manifest = manifest
+        self.backend = backend
+        self.task: str = manifest["task"]
+        self.labels: list[str] = list(manifest["labels"])
+        self._check_quantization()
+
+    def _check_quantization(self) -> None:
+        """An integer-I/O model's own scale/zero-point must match the manifest, or inputs would be silently wrong."""
+        if not hasattr(self.backend, "quantization"):
+            return
+        actual = self.backend.quantization()
+        for key, spec in (("input", self.manifest["inputs"][0]), ("output", self.manifest["outputs"][0])):
+            q = spec.get("quantization")
+            if q and spec["dtype"] in ("int8", "uint8"):
+                scale, zero = actual[key]
+                if not np.isclose(scale, q["scale"], rtol=1e-6) or int(zero) != int(q["zero_point"]):
+                    raise BundleError(
+                        f"{self.bundle_dir}: model {key} quantization ({scale}, {zero}) differs from the manifest "
+                        f"({q['scale']}, {q['zero_point']})"
+                    )
+
+    def preprocess(self, images: list[Any]) -> tuple[np.ndarray, list[tuple[int, int]]]:
+        """Images -> (model input batch, original sizes)."""
+        grays = [load_gray(im) for im in images]
+        return model_input(grays, self.manifest), [g.shape for g in grays]
+
+    def run_model(self, x: np.ndarray) -> np.ndarray:
+        """The bare backend call on an already pre-processed batch (split when the model's batch is fixed)."""
+        fixed = getattr(self.backend, "fixed_batch", None)
+        if fixed is None or x.shape[0] == fixed:
+            return self.backend.run(x)
+        if fixed != 1:
+            raise BundleError(f"model has a fixed batch of {fixed}; cannot run a batch of {x.shape[0]}")
+        return np.concatenate([self.backend.run(x[i:i + 1]) for i in range(x.shape[0])])
+
+    def raw_outputs(self, images: list[Any]) -> np.ndarray:
+        """Float outputs (dequantised, channels first) for images: what parity compares."""
+        x, _ = self.preprocess(images)
+        return output_as_float(self.run_model(x), self.manifest)
+
+    def batch(self, images: list[Any]) -> list:
+        """Typed results (SegmentationResult, ClassificationResult or EmbeddingResult) for several images."""
+        if len(images) == 0:
+            return []
+        start = time.perf_counter()
+        x, sizes = self.preprocess(list(images))
+        out = output_as_float(self.run_model(x), self.manifest)
+        results = [postprocess(out[i], self.manifest, sizes[i]) for i in range(len(sizes))]
+        per_image = (time.perf_counter() - start) * 1000 / len(results)
+        for r in results:
+            r.latency_ms = per_image
+        return results
+
+    def __call__(self, image: Any):
+        return self.batch([image])[0]
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return f"Predictor({m['name']}: {m['task']}, {m['target']} {m['precision']}, backend={self.backend.name})"
+
+
+def load(bundle_dir: str | Path, backend: str | None = None, threads: int | None = None,
+         providers: list[str] | None = None, **options: Any) -> Predictor:
+    """Verify a bundle (schema + sha256 of every file) and open it on a backend (default: the target's own)."""
+    manifest = verify_bundle(Path(bundle_dir))
+    if threads is not None and threads < 1:
+        raise BundleError(f"threads must be >= 1, got {threads}")
+    engine = open_backend(backend, Path(bundle_dir), manifest, threads=threads, providers=providers, **options)
+    return Predictor(Path(bundle_dir), manifest, engine)

@@ -1,0 +1,123 @@
+"""Typed results a Predictor returns, and the post-processing that makes them from raw model outputs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .preprocess import dequantize, resize_bilinear
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function."""
+    out = np.empty_like(x, dtype=np.float32)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ex = np.exp(x[~pos])
+    out[~pos] = ex / (1.0 + ex)
+    return out
+
+
+def softmax(x: np.ndarray, axis: int) -> np.ndarray:
+    """Softmax along `axis`, max-shifted for stability."""
+    z = np.exp(x - x.max(axis=axis, keepdims=True))
+    return (z / z.sum(axis=axis, keepdims=True)).astype(np.float32)
+
+
+@dataclass
+class SegmentationResult:
+    """mask: uint8 H x W at the original image size (class index; 0/1 for binary); probabilities: K x H x W
+    (K = 1 for a binary model: the foreground probability)."""
+
+    mask: np.ndarray
+    probabilities: np.ndarray
+    labels: list[str]
+    latency_ms: float | None = None
+
+    def overlay(self, image: np.ndarray, color: tuple[int, int, int] = (255, 64, 64), alpha: float = 0.45) -> np.ndarray:
+        """RGB uint8 of the gray image (H x W, uint8 or [0,1] float) with the mask tinted over it."""
+        gray = image if image.dtype == np.uint8 else np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
+        if gray.shape != self.mask.shape:
+            raise ValueError(f"overlay: image {gray.shape} and mask {self.mask.shape} differ in size")
+        rgb = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
+        on = self.mask > 0
+        rgb[on] = (1 - alpha) * rgb[on] + alpha * np.asarray(color, dtype=np.float32)
+        return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+    def to_json(self) -> dict[str, Any]:
+        """Summary that fits in a JSON report (no pixel arrays)."""
+        return {"task": "segmentation", "mask_shape": list(self.mask.shape),
+                "foreground_fraction": float((self.mask > 0).mean()), "labels": self.labels,
+                "latency_ms": self.latency_ms}
+
+
+@dataclass
+class ClassificationResult:
+    """label: the top class; probabilities: {label: probability} for every class."""
+
+    label: str
+    probabilities: dict[str, float]
+    latency_ms: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": "classification", "label": self.label, "probabilities": self.probabilities,
+                "latency_ms": self.latency_ms}
+
+
+@dataclass
+class EmbeddingResult:
+    """vector: the L2-normalised embedding (float32)."""
+
+    vector: np.ndarray
+    latency_ms: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"task": "embedding", "dim": int(self.vector.shape[0]), "norm": float(np.linalg.norm(self.vector)),
+                "vector": [float(v) for v in self.vector], "latency_ms": self.latency_ms}
+
+
+def output_as_float(raw: np.ndarray, manifest: dict[str, Any]) -> np.ndarray:
+    """Dequantise an integer output and bring channels first (N x C x H x W or N x C)."""
+    spec = manifest["outputs"][0]
+    out = raw
+    q = spec.get("quantization")
+    if out.dtype in (np.int8, np.uint8):
+        if not q:
+            raise ValueError("manifest: an integer output needs quantization scale and zero_point")
+        out = dequantize(out, q["scale"], q["zero_point"])
+    out = out.astype(np.float32)
+    if out.ndim == 4 and spec.get("layout") == "NHWC":
+        out = out.transpose(0, 3, 1, 2)
+    return out
+
+
+def postprocess(output: np.ndarray, manifest: dict[str, Any], original_size: tuple[int, int]):
+    """One sample's float output (C x H x W or C) -> a typed result at the original image size."""
+    post = manifest["postprocessing"]
+    task = manifest["task"]
+    labels = list(manifest["labels"])
+    if task == "segmentation":
+        logits = output
+        height, width = original_size
+        if post["activation"] == "sigmoid":
+            probs = sigmoid(logits)
+        else:
+            probs = softmax(logits, axis=0)
+        if post["mask_resize"] == "bilinear_probabilities" and probs.shape[-2:] != (height, width):
+            probs = resize_bilinear(probs, height, width)
+        if probs.shape[0] == 1:
+            mask = (probs[0] >= post["threshold"]).astype(np.uint8)
+        else:
+            mask = probs.argmax(axis=0).astype(np.uint8)
+        return SegmentationResult(mask=mask, probabilities=probs, labels=labels)
+    if task == "classification":
+        probs = softmax(output, axis=0) if post["activation"] == "softmax" else output.astype(np.float32)
+        top = int(np.argmax(probs))
+        return ClassificationResult(label=labels[top], probabilities={k: float(p) for k, p in zip(labels, probs)})
+    vector = output.astype(np.float32).reshape(-1)
+    if post["activation"] == "l2_normalize":
+        vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
+    return EmbeddingResult(vector=vector)
