@@ -28,6 +28,8 @@ def _setup_logging(quiet: bool) -> None:
         handlers=[RichHandler(console=console, show_path=False, show_time=False)],
         force=True,
     )
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "absl", "coremltools", "litert_torch"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @app.command()
@@ -115,6 +117,110 @@ def demo(
     _print_summary("pocus demo", summary, out)
 
 
+@app.command("export")
+def export_cmd(
+    model: str = typer.Argument(..., help="Checkpoint (.safetensors + .json card) or built-in: unet-resnet50, "
+                                "classifier-resnet50, encoder-resnet50."),
+    target: str = typer.Option(..., "--target", "-t", help="onnx | tflite | coreml | tensorrt (aliases: trt, "
+                               "mlpackage, litert)."),
+    precision: str = typer.Option("fp32", "--precision", "-p", help="fp32 | fp16 | int8."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Bundle folder [NAME-TARGET-PRECISION]."),
+    image_size: int | None = typer.Option(None, help="Input size, multiple of 32 [checkpoint's, or 256]."),
+    calib_data: Path | None = typer.Option(None, help="Real ultrasound frames for int8 calibration (~300)."),
+    parity_data: Path | None = typer.Option(None, help="Frames for the parity check [held-out part of --calib-data]."),
+    batch: str = typer.Option("1", help="1 (fixed) or dynamic (ONNX / TensorRT)."),
+    raw_input: bool = typer.Option(False, "--raw-input", help="Model takes 1-channel pixels 0..255 (pre-processing "
+                                   "folded into the first convolution)."),
+    no_parity: bool = typer.Option(False, "--no-parity", help="Skip the PyTorch parity check (recorded as skipped)."),
+    parity_threshold: list[str] = typer.Option(None, help="Override a parity threshold, METRIC=VALUE (repeatable)."),
+    calib_method: str = typer.Option("minmax", help="int8 calibration: minmax | entropy | percentile."),
+    num_calib: int = typer.Option(300, help="Calibration images used at most."),
+    num_parity: int = typer.Option(32, help="Parity images used at most."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle folder."),
+    ort_format: bool = typer.Option(False, "--ort-format", help="onnx: also write model.ort for ORT Mobile."),
+    nhwc: bool = typer.Option(False, "--nhwc", help="tflite: channels-last input/output, as mobile apps feed."),
+    int8_io: bool = typer.Option(False, "--int8-io", help="tflite int8: integer input/output tensors."),
+    compute_precision: str | None = typer.Option(None, help="coreml: fp16 (default) | fp32 compute precision."),
+    palettize: int | None = typer.Option(None, help="coreml: palettize weights to 4, 6 or 8 bits."),
+    build_engine: bool = typer.Option(False, "--build-engine", help="tensorrt: build the .engine now (needs "
+                                      "tensorrt and a GPU)."),
+    quiet: bool = typer.Option(False, "--quiet"),
+    json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Export a model to a verified bundle (model file + manifest + parity report)."""
+    from .export import export
+
+    _setup_logging(quiet)
+    if batch not in ("1", "dynamic"):
+        raise PocusError(f"--batch {batch!r}: use 1 or dynamic")
+    options = {"calibration_method": calib_method, "ort_format": ort_format, "nhwc": nhwc, "int8_io": int8_io,
+               "compute_precision": compute_precision, "palettize": palettize, "build_engine": build_engine}
+    manifest = export(model, target, precision, out, image_size=image_size, calib_data=calib_data,
+                      parity_data=parity_data, dynamic_batch=batch == "dynamic", raw_input=raw_input,
+                      parity=not no_parity, num_calib=num_calib, num_parity=num_parity,
+                      parity_thresholds=_parse_thresholds(parity_threshold), overwrite=overwrite, **options)
+    if json_out:
+        print(json.dumps(manifest, indent=2))
+    elif not quiet:
+        _print_bundle(Path(manifest["bundle"]), manifest)
+
+
+def _parse_thresholds(items: list[str] | None) -> dict[str, float]:
+    result = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            result[key.strip()] = float(value)
+        except ValueError:
+            raise PocusError(f"--parity-threshold {item!r}: expected METRIC=NUMBER, e.g. dice_mean=0.97")
+    return result
+
+
+def _print_bundle(bundle: Path, manifest: dict) -> None:
+    from rich.table import Table
+
+    from .runtime.manifest import file_digest
+
+    size = sum(p.stat().st_size for name in manifest["files"] for p in
+               ([bundle / name] if (bundle / name).is_file() else (bundle / name).rglob("*")) if p.is_file())
+    parity = manifest.get("parity", {})
+    metrics = ", ".join(f"{k}={v:.4g}" for k, v in parity.get("metrics", {}).items())
+    rows = [("bundle", str(bundle)), ("model", f"{manifest['name']} ({manifest['task']})"),
+            ("target / precision", f"{manifest['target']} / {manifest['precision']}"),
+            ("model file", manifest["model_file"]), ("size", f"{size / 1e6:.1f} MB"),
+            ("input", f"{manifest['inputs'][0]['shape']} {manifest['inputs'][0]['dtype']} "
+                      f"{manifest['inputs'][0]['layout']}"),
+            ("output", f"{manifest['outputs'][0]['shape']} {manifest['outputs'][0]['meaning']}"),
+            ("labels", ", ".join(manifest["labels"]) or "-"),
+            ("parity", f"{parity.get('status', '?')}" + (f" ({parity['reason']})" if parity.get("reason") else "")
+             + (f": {metrics}" if metrics else "")),
+            ("flops", f"{manifest['flops'] / 1e9:.2f} GFLOP" if manifest.get("flops") else "-"),
+            ("created", manifest["created_at"])]
+    ok = all(file_digest(bundle / n) == h for n, h in manifest["files"].items() if (bundle / n).exists())
+    rows.append(("checksums", "ok" if ok else "MISMATCH"))
+    table = Table(title="pocus-edge bundle", show_header=False)
+    for key, value in rows:
+        table.add_row(key, value)
+    Console().print(table)
+
+
+@app.command()
+def info(
+    bundle: Path = typer.Argument(..., help="Bundle folder written by pocus-export."),
+    json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Verify a bundle (schema + sha256 of every file) and print what it holds."""
+    from .runtime.manifest import verify_bundle
+
+    manifest = verify_bundle(bundle)
+    if json_out:
+        print(json.dumps(manifest, indent=2))
+    else:
+        _print_bundle(bundle, manifest)
+
+
 def _run(typer_app: typer.Typer, args: list[str] | None = None) -> None:
     try:
         typer_app(args=args, standalone_mode=False)
@@ -143,6 +249,11 @@ def _run(typer_app: typer.Typer, args: list[str] | None = None) -> None:
 def main() -> None:
     """Entry point of `pocus`."""
     _run(app)
+
+
+def export_main() -> None:
+    """Entry point of `pocus-export` (same as `pocus export`)."""
+    _run(app, ["export", *sys.argv[1:]])
 
 
 def distill_main() -> None:

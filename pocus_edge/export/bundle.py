@@ -47,6 +47,7 @@ def now_iso() -> str:
 def publish(workdir: Path, out: Path) -> Path:
     """Rename the finished work folder onto `out`, replacing an old bundle only at the last moment."""
     out = Path(out)
+    _make_readable(workdir)
     old = None
     if out.exists():
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
@@ -59,3 +60,12 @@ def publish(workdir: Path, out: Path) -> Path:
 
 def discard(workdir: Path) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _make_readable(folder: Path) -> None:
+    """Temp files are created private (0600); a published bundle gets ordinary permissions (umask applied)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)

@@ -96,8 +96,7 @@ def convert(request: ExportRequest, workdir: Path) -> TargetResult:
     return TargetResult(
         model_file=final.name,
         inputs=[{"name": "image", "shape": input_shape(request), "dtype": "float32", "layout": "NCHW",
-                 "channels": 1 if request.raw_input else 3,
-                 "value_range": [0.0, 255.0] if request.raw_input else [-3.0, 3.0]}],
+                 "channels": 1 if request.raw_input else 3}],
         outputs=[{"name": request.output_meaning, "shape": output_shape(request, final), "dtype": "float32",
                   "layout": "NCHW" if request.spec.task == "segmentation" else "NC",
                   "meaning": request.output_meaning}],

@@ -1,0 +1,149 @@
+"""TFLite (LiteRT) target: `model.tflite` through litert-torch, no TensorFlow.
+
+Precisions: fp32; fp16 (weights stored as float16 by ai-edge-quantizer's float casting, compute in float32);
+int8 (full integer through PT2E static quantisation, per-channel symmetric weights, calibrated on real
+frames). litert-torch lowers the PT2E input/output quantisation into the tensors themselves, so an int8
+bundle has int8 input and output; their scale/zero-point go into the manifest and the runtime (and the
+Android core) quantise/dequantise with them. `--nhwc` gives channels-last I/O as mobile apps feed.
+Parity runs here with the ai-edge-litert interpreter.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .base import ExportError, ExportRequest, TargetResult, require, version_of
+
+NAME = "tflite"
+PRECISIONS = ("fp32", "fp16", "int8")
+EXTRA = "export"
+log = logging.getLogger(__name__)
+
+
+def check_available() -> None:
+    require("litert_torch")
+    require("ai_edge_litert")
+
+
+@contextmanager
+def _quiet_native_logs():
+    """litert-torch prints progress lines to stdout; keep them out of the CLI's output."""
+    import sys
+
+    saved = os.dup(1)
+    try:
+        sys.stdout.flush()
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 1)
+            yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _layout_wrapped(request: ExportRequest) -> torch.nn.Module:
+    import litert_torch
+
+    if not request.options.get("nhwc"):
+        return request.model
+    outputs = [0] if request.spec.task == "segmentation" else []
+    return litert_torch.to_channel_last_io(request.model, args=[0], outputs=outputs).eval()
+
+
+def _example(request: ExportRequest) -> torch.Tensor:
+    channels = 1 if request.raw_input else 3
+    s = request.image_size
+    return torch.zeros(1, s, s, channels) if request.options.get("nhwc") else torch.zeros(1, channels, s, s)
+
+
+def _convert_int8(module: torch.nn.Module, request: ExportRequest, path: Path) -> None:
+    import litert_torch
+    from litert_torch.quantize import pt2e_quantizer, quant_config
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    from .quantize import calibration_batches
+
+    example = _example(request)
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
+        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+    graph = torch.export.export(module, (example,)).module()
+    prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
+    with torch.no_grad():
+        for batch in calibration_batches(request):
+            x = torch.from_numpy(batch)
+            prepared(x.permute(0, 2, 3, 1) if request.options.get("nhwc") else x)
+    converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+    edge = litert_torch.convert(converted, (example,), quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
+    edge.export(str(path))
+
+
+def _to_fp16_weights(src: Path, dst: Path) -> None:
+    from ai_edge_quantizer import algorithm_manager, quantizer
+
+    q = quantizer.Quantizer(str(src))
+    q.add_weight_only_config(regex=".*", operation_name="*", num_bits=16,
+                             algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)
+    q.quantize().export_model(str(dst), overwrite=True)
+
+
+def _io_details(path: Path) -> tuple[dict, dict]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    return interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+
+
+def _spec(detail: dict) -> dict[str, Any]:
+    dtype = np.dtype(detail["dtype"]).name
+    scale, zero = detail["quantization"]
+    spec: dict[str, Any] = {"name": detail["name"], "shape": [int(d) for d in detail["shape"]], "dtype": dtype}
+    if dtype in ("int8", "uint8"):
+        spec["quantization"] = {"scale": float(scale), "zero_point": int(zero)}
+    return spec
+
+
+def convert(request: ExportRequest, workdir: Path) -> TargetResult:
+    """Write model.tflite in the precision requested."""
+    check_available()
+    import litert_torch
+
+    final = workdir / "model.tflite"
+    module = _layout_wrapped(request)
+    try:
+        with _quiet_native_logs():
+            if request.precision == "int8":
+                _convert_int8(module, request, final)
+            else:
+                float_path = final if request.precision == "fp32" else workdir / ".model-fp32.tflite"
+                litert_torch.convert(module, (_example(request),)).export(str(float_path))
+                if request.precision == "fp16":
+                    _to_fp16_weights(float_path, final)
+                    float_path.unlink()
+    except ExportError:
+        raise
+    except Exception as exc:
+        raise ExportError(f"litert-torch could not convert {request.spec.name} ({request.precision}): "
+                          f"{type(exc).__name__}: {str(exc)[:300]}")
+    inp, out = _io_details(final)
+    layout = "NHWC" if request.options.get("nhwc") else "NCHW"
+    input_spec = {**_spec(inp), "layout": layout, "channels": 1 if request.raw_input else 3}
+    output_spec = {**_spec(out), "meaning": request.output_meaning,
+                   "layout": layout if request.spec.task == "segmentation" else "NC"}
+    options: dict[str, Any] = {"layout": layout}
+    if request.precision == "int8":
+        options.update({"quantization": "PT2E static, full integer", "weights": "int8 symmetric per-channel",
+                        "activations": "int8", "io": "int8", "calibration_images": len(request.calibration.images),
+                        "calibration_source": request.calibration.origin})
+    elif request.precision == "fp16":
+        options["weights"] = "float16 (compute float32)"
+    return TargetResult(model_file=final.name, inputs=[input_spec], outputs=[output_spec], target_options=options,
+                        tool_versions={k: version_of(k) for k in ("litert-torch", "ai-edge-litert",
+                                                                   "ai-edge-quantizer")})
