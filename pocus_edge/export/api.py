@@ -74,6 +74,8 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
     precision = check_precision(target, precision)
     module = target_module(target)
     module.check_available()
+    if hasattr(module, "preflight"):
+        module.preflight(target_options)
     net, spec = resolve_model(model, image_size)
     if model in BUILTINS:
         calibrate_smoke_head(net, spec.task, _phantom_batch(spec))
@@ -134,7 +136,7 @@ def _manifest(spec, target, precision, result, pre, flops, model_arg) -> dict[st
     return {
         "schema_version": 1, "name": spec.name, "task": spec.task, "target": target, "precision": precision,
         "model_file": result.model_file, "inputs": result.inputs, "preprocessing": pre, "outputs": result.outputs,
-        "postprocessing": postprocessing_for(spec), "labels": list(spec.labels), "files": {},
+        "postprocessing": result.postprocessing or postprocessing_for(spec), "labels": list(spec.labels), "files": {},
         "source": {"model": model_arg if model_arg in BUILTINS else spec.source, "sha256": spec.source_sha256,
                    "architecture": f"{spec.task}:{spec.encoder}"},
         "flops": flops, "target_options": result.target_options,

@@ -52,6 +52,7 @@ class TargetResult:
     outputs: list[dict[str, Any]]
     extra_files: list[str] = field(default_factory=list)
     target_options: dict[str, Any] = field(default_factory=dict)
+    postprocessing: dict[str, Any] | None = None  # overrides the task default (e.g. softmax inside Core ML)
     parity_skip_reason: str | None = None  # set when this machine cannot run the model (e.g. Core ML on Linux)
     tool_versions: dict[str, str] = field(default_factory=dict)
 

@@ -35,15 +35,18 @@ class CoreMLBackend:
         self.model = ct.models.MLModel(str(model_path), compute_units=getattr(ct.ComputeUnit, compute_units))
         self.input_name = manifest["inputs"][0]["name"]
         self.output_name = manifest["outputs"][0]["name"]
+        self.labels = list(manifest["labels"])
         self.threads = None
 
     def run(self, x: np.ndarray) -> np.ndarray:
         from PIL import Image
 
-        pixels = np.clip(np.rint(x[0, 0]), 0, 255).astype(np.uint8)
-        out = self.model.predict({self.input_name: Image.fromarray(pixels, mode="L")})
-        return np.asarray(out[self.output_name], dtype=np.float32)[None] if np.ndim(out[self.output_name]) < 2 \
-            else np.asarray(out[self.output_name], dtype=np.float32)
+        pixels = np.asarray(x[0, 0], dtype=np.uint8)
+        value = self.model.predict({self.input_name: Image.fromarray(pixels, mode="L")})[self.output_name]
+        if isinstance(value, dict):  # classifier probabilities come as {label: p}
+            value = [value[label] for label in self.labels]
+        array = np.asarray(value, dtype=np.float32)
+        return array if array.ndim >= 2 else array[None]
 
 
 def open(bundle_dir: Path, manifest: dict[str, Any], compute_units: str = "ALL", **_: Any) -> CoreMLBackend:
