@@ -72,3 +72,32 @@ def require_shared_data() -> Path:
     if not (SHARED_DATA / "busi").is_dir():
         pytest.skip(f"real ultrasound data not found at {SHARED_DATA} (set POCUS_SHARED_DATA to its folder)")
     return SHARED_DATA
+
+
+TEST_IMAGE_SIZE = 64  # export tests: the real ResNet-50 graphs at a size that converts in seconds
+
+
+@pytest.fixture(scope="session")
+def bundle_factory(tmp_path_factory, phantom_dir):
+    """get(target, precision, model=..., **options) -> bundle folder, exported once per session and cached."""
+    from pocus_edge.export import export
+
+    root = tmp_path_factory.mktemp("bundles")
+    cache: dict[tuple, Path] = {}
+
+    def get(target: str, precision: str = "fp32", model: str = "unet-resnet50", **options) -> Path:
+        key = (target, precision, model, repr(sorted(options.items())))
+        if key not in cache:
+            out = root / f"{model}-{target}-{precision}-{len(cache)}"
+            calib = phantom_dir if precision == "int8" or options.get("calib_data") == "phantoms" else None
+            options = {k: v for k, v in options.items() if k != "calib_data"}
+            if precision == "int8" and model == "unet-resnet50":
+                # A random-weight U-Net is far more sensitive to rounding than a trained one; the int8 goals
+                # (Dice >= 0.98) are measured on trained models in benchmarks/export. Here: well above chance.
+                options.setdefault("parity_thresholds", {"dice_mean": 0.8, "dice_min": 0.6,
+                                                         "prob_abs_diff_mean": 0.12})
+            export(model, target, precision, out, image_size=TEST_IMAGE_SIZE, calib_data=calib, **options)
+            cache[key] = out
+        return cache[key]
+
+    return get

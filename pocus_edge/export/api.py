@@ -58,8 +58,8 @@ def count_flops(model: torch.nn.Module, image_size: int) -> int | None:
 def value_range(pre: dict[str, Any]) -> list[float]:
     if pre["raw_input"]:
         return [0.0, 255.0]
-    lows = [(0 - m) / s for m, s in zip(pre["mean"], pre["std"])]
-    highs = [(1 - m) / s for m, s in zip(pre["mean"], pre["std"])]
+    lows = [(0 - m) / s for m, s in zip(pre["mean"], pre["std"], strict=True)]
+    highs = [(1 - m) / s for m, s in zip(pre["mean"], pre["std"], strict=True)]
     return [round(min(lows), 6), round(max(highs), 6)]
 
 
@@ -129,7 +129,7 @@ def _phantom_batch(spec) -> torch.Tensor:
     from ..runtime.preprocess import normalized_chw
 
     pre = preprocessing_for(spec, False)
-    return torch.from_numpy(np.stack([normalized_chw(im, pre) for im in phantom_set(8, seed=500).images]))
+    return torch.from_numpy(np.stack([normalized_chw(im, pre) for im in phantom_set(16, seed=500).images]))
 
 
 def _manifest(spec, target, precision, result, pre, flops, model_arg) -> dict[str, Any]:

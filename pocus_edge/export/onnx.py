@@ -59,7 +59,6 @@ def to_fp16(src: Path, dst: Path) -> None:
     """fp32 ONNX -> fp16 weights and compute with float32 inputs/outputs (onnxruntime's converter)."""
     onnx = require("onnx")
     from onnxruntime.transformers.float16 import convert_float_to_float16
-
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)

@@ -32,7 +32,13 @@ def calibration_batches(request: ExportRequest) -> list[np.ndarray]:
 def quantize_onnx_static(src: Path, dst: Path, request: ExportRequest, symmetric_activations: bool) -> dict[str, Any]:
     """fp32 ONNX -> QDQ int8 ONNX; returns the settings for the manifest's target_options."""
     require("onnxruntime")
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     method = request.options.get("calibration_method", "minmax")

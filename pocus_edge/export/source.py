@@ -50,7 +50,8 @@ def _from_checkpoint(path: Path, image_size: int | None) -> tuple[nn.Module, Tas
     size = image_size or int(card.get("input_size", [256])[0])
     norm = card.get("normalization", {})
     common = dict(image_size=size, source=str(path), source_sha256=card.get("weights_sha256"),
-                  mean=tuple(norm.get("mean", (0.485, 0.456, 0.406))), std=tuple(norm.get("std", (0.229, 0.224, 0.225))))
+                  mean=tuple(norm.get("mean", (0.485, 0.456, 0.406))),
+                  std=tuple(norm.get("std", (0.229, 0.224, 0.225))))
     if kind == "encoder":
         model = build_task_model("embedding", card["architecture"])
         _load_state(model.encoder, state, path)

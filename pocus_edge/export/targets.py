@@ -38,5 +38,6 @@ def check_precision(target: str, precision: str) -> str:
     p = precision.strip().lower()
     supported = target_module(target).PRECISIONS
     if p not in supported:
-        raise ConfigError(f"--precision {precision!r} is not available for {target}; choose one of {', '.join(supported)}")
+        raise ConfigError(
+            f"--precision {precision!r} is not available for {target}; choose one of {', '.join(supported)}")
     return p

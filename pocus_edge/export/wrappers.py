@@ -22,7 +22,7 @@ class FoldedInputConv(nn.Module):
         super().__init__()
         w = conv.weight.detach()
         a = torch.tensor([pixel_scale / s for s in std], dtype=w.dtype).view(1, 3, 1, 1)
-        b = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=w.dtype).view(1, 3, 1, 1)
+        b = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)], dtype=w.dtype).view(1, 3, 1, 1)
         self.stride, self.padding, self.dilation = conv.stride, conv.padding, conv.dilation
         self.weight = nn.Parameter((w * a).sum(dim=1, keepdim=True), requires_grad=False)
         offset = b.expand(1, 3, *image_size)
@@ -60,8 +60,16 @@ def calibrate_smoke_head(model: nn.Module, task: str, images: torch.Tensor) -> n
     """Scale and shift a random model's last layer so its outputs spread around the decision point.
 
     Only for built-in smoke-test models: a random U-Net's logits sit in a narrow band on one side of 0,
-    so its mask would be all empty and mask agreement would be trivially perfect.
+    so its mask would be all empty and mask agreement would be trivially perfect. First the BatchNorm
+    statistics are re-estimated on the images (data-dependent init): without it a random ResNet maps
+    every frame to nearly the same features, and parity on it would measure noise.
     """
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.reset_running_stats()
+            module.momentum = None  # cumulative average over this one pass
+    model.train()
+    model(images)
     model.eval()
     if task == "segmentation":
         head = model.segmentation_head[0]
@@ -72,6 +80,8 @@ def calibrate_smoke_head(model: nn.Module, task: str, images: torch.Tensor) -> n
         head.bias.sub_(model(images).median())
     elif task == "classification":
         logits = model(images)
-        model.head.weight.mul_(2.0 / logits.std().clamp_min(1e-6))
+        gain = 2.0 / (logits - logits.mean(dim=0)).std().clamp_min(1e-6)  # spread images apart, not classes
+        model.head.weight.mul_(gain)
+        model.head.bias.mul_(gain)
         model.head.bias.sub_(model(images).mean(dim=0))
     return model

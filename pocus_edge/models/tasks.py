@@ -87,14 +87,17 @@ def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
     """Give every BatchNorm non-degenerate random affine and running statistics.
 
     timm zero-initialises the last BN gamma of each residual block, so a fresh "random" ResNet has dead
-    branches that exporters fold away; parity on such a model would prove nothing.
+    branches that exporters fold away; parity on such a model would prove nothing. Those gammas become
+    small (0.05-0.2) rather than zero, others 0.3-0.8: the branches are live but the network stays close
+    to its identity paths, so it is not chaotic (a chaotic random net turns fp16 rounding into noise).
     """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 n = m.num_features
-                m.weight.copy_(0.3 + 0.5 * torch.rand(n, generator=g))
+                lo, hi = (0.05, 0.2) if bool((m.weight == 0).all()) else (0.3, 0.8)
+                m.weight.copy_(lo + (hi - lo) * torch.rand(n, generator=g))
                 m.bias.copy_(0.1 * torch.randn(n, generator=g))
                 m.running_mean.copy_(0.1 * torch.randn(n, generator=g))
                 m.running_var.copy_(0.5 + torch.rand(n, generator=g))

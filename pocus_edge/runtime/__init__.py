@@ -8,6 +8,7 @@ from .images import InputError
 from .manifest import BundleError, read_manifest, verify_bundle
 from .predictor import Predictor, load
 from .results import ClassificationResult, EmbeddingResult, SegmentationResult
+from .stream import stream, video_frames
 
 __all__ = ["load", "Predictor", "SegmentationResult", "ClassificationResult", "EmbeddingResult", "BundleError",
-           "InputError", "read_manifest", "verify_bundle"]
+           "InputError", "read_manifest", "verify_bundle", "stream", "video_frames"]

@@ -36,7 +36,8 @@ class SegmentationResult:
     labels: list[str]
     latency_ms: float | None = None
 
-    def overlay(self, image: np.ndarray, color: tuple[int, int, int] = (255, 64, 64), alpha: float = 0.45) -> np.ndarray:
+    def overlay(self, image: np.ndarray, color: tuple[int, int, int] = (255, 64, 64),
+                alpha: float = 0.45) -> np.ndarray:
         """RGB uint8 of the gray image (H x W, uint8 or [0,1] float) with the mask tinted over it."""
         gray = image if image.dtype == np.uint8 else np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
         if gray.shape != self.mask.shape:
@@ -116,7 +117,7 @@ def postprocess(output: np.ndarray, manifest: dict[str, Any], original_size: tup
     if task == "classification":
         probs = softmax(output, axis=0) if post["activation"] == "softmax" else output.astype(np.float32)
         top = int(np.argmax(probs))
-        return ClassificationResult(label=labels[top], probabilities={k: float(p) for k, p in zip(labels, probs)})
+        return ClassificationResult(label=labels[top], probabilities={k: float(p) for k, p in zip(labels, probs, strict=True)})
     vector = output.astype(np.float32).reshape(-1)
     if post["activation"] == "l2_normalize":
         vector = vector / max(float(np.linalg.norm(vector)), 1e-12)

@@ -34,7 +34,8 @@ BACKENDS = {
 }
 ALIASES = {"ort": "onnxruntime", "onnx": "onnxruntime", "litert": "tflite", "trt": "tensorrt", "mlpackage": "coreml"}
 DEFAULT_FOR_TARGET = {"onnx": "onnxruntime", "tflite": "tflite", "coreml": "coreml", "tensorrt": "tensorrt"}
-COMPATIBLE = {"onnx": {"onnxruntime"}, "tflite": {"tflite"}, "coreml": {"coreml"}, "tensorrt": {"tensorrt", "onnxruntime"}}
+COMPATIBLE = {"onnx": {"onnxruntime"}, "tflite": {"tflite"}, "coreml": {"coreml"},
+              "tensorrt": {"tensorrt", "onnxruntime"}}
 
 
 def open_backend(name: str | None, bundle_dir: Path, manifest: dict[str, Any], **options: Any) -> Backend:

@@ -42,7 +42,8 @@ def _engine_path(bundle_dir: Path, manifest: dict[str, Any], trt, cudart) -> Pat
         return shipped
     props = _check(cudart.cudaGetDeviceProperties(0))
     gpu = props.name.decode(errors="replace").strip().replace(" ", "_")
-    key = f"{manifest['name']}-{manifest['precision']}-{gpu}-trt{trt.__version__}-{manifest['files'][manifest['model_file']][:16]}"
+    onnx_hash = manifest["files"][manifest["model_file"]][:16]
+    key = f"{manifest['name']}-{manifest['precision']}-{gpu}-trt{trt.__version__}-{onnx_hash}"
     path = CACHE_DIR / f"{key}.engine"
     if not path.is_file():
         from .trt_build import build_engine
@@ -63,7 +64,8 @@ class TensorRTBackend:
         try:
             import tensorrt as trt
         except ImportError:
-            raise BackendUnavailable("TensorRT is not installed (GPU hosts only): pip install 'pocus-edge[tensorrt]'")
+            raise BackendUnavailable("TensorRT is not installed (GPU hosts only): pip install 'pocus-edge[tensorrt]', "
+                                     "or run the kit's ONNX on CPU with backend='onnxruntime'")
         self.cudart = _cudart()
         if _check(self.cudart.cudaGetDeviceCount()) < 1:
             raise BackendUnavailable("TensorRT needs a CUDA GPU; none is visible")
@@ -74,8 +76,8 @@ class TensorRTBackend:
             raise BackendUnavailable("the engine does not load on this GPU/TensorRT; delete the cache and rebuild")
         self.context = self.engine.create_execution_context()
         self.input_name = manifest["inputs"][0]["name"]
-        self.output_name = next(self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)
-                                if self.engine.get_tensor_mode(self.engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT)
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         batch = manifest["inputs"][0]["shape"][0]
         self.fixed_batch = batch if isinstance(batch, int) else None
         self.stream = _check(self.cudart.cudaStreamCreate())
