@@ -17,11 +17,11 @@ from .. import __version__
 from ..errors import ConfigError
 from .base import ExportError, ExportRequest, version_of
 from .bundle import discard, hash_files, make_workdir, now_iso, publish, write_manifest
-from .data import calibration_and_parity, phantom_set
+from .data import calibration_and_parity
 from .parity import compare, judge, reference_outputs, thresholds_for
 from .source import BUILTINS, resolve_model
 from .targets import canonical_target, check_precision, target_module
-from .wrappers import calibrate_smoke_head, fold_raw_input
+from .wrappers import fold_raw_input
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +77,6 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
     if hasattr(module, "preflight"):
         module.preflight(target_options)
     net, spec = resolve_model(model, image_size)
-    if model in BUILTINS:
-        calibrate_smoke_head(net, spec.task, _phantom_batch(spec))
     force_raw = getattr(module, "REQUIRES_RAW_INPUT", False)
     raw = raw_input or force_raw
     pre = preprocessing_for(spec, raw)
@@ -123,13 +121,6 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
         raise
     manifest["bundle"] = str(out)
     return manifest
-
-
-def _phantom_batch(spec) -> torch.Tensor:
-    from ..runtime.preprocess import normalized_chw
-
-    pre = preprocessing_for(spec, False)
-    return torch.from_numpy(np.stack([normalized_chw(im, pre) for im in phantom_set(16, seed=500).images]))
 
 
 def _manifest(spec, target, precision, result, pre, flops, model_arg) -> dict[str, Any]:

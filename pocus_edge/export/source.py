@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import CheckpointError, ConfigError
 from ..models.tasks import TaskSpec, build_task_model, randomize_batchnorm
+from .wrappers import calibrate_smoke_head
 
 BUILTINS = {
     "unet-resnet50": ("segmentation", ["background", "lesion"]),
@@ -29,7 +32,17 @@ def _builtin(name: str, image_size: int) -> tuple[nn.Module, TaskSpec]:
     model = randomize_batchnorm(build_task_model(task, "resnet50", num_classes), seed=0)
     spec = TaskSpec(name=name, task=task, encoder="resnet50", labels=labels, image_size=image_size,
                     threshold=0.5 if task == "segmentation" else None, source=f"built-in:{name} (random weights)")
-    return model, spec
+    return calibrate_smoke_head(model, task, _phantom_batch(image_size)), spec
+
+
+def _phantom_batch(image_size: int) -> torch.Tensor:
+    """16 normalised phantom frames, the data the smoke models' BatchNorm and head are fitted to."""
+    from ..runtime.preprocess import normalized_chw
+    from .data import phantom_set
+
+    pre = {"image_size": [image_size, image_size], "raw_input": False, "scale": 1 / 255,
+           "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    return torch.from_numpy(np.stack([normalized_chw(im, pre) for im in phantom_set(16, seed=500).images]))
 
 
 def _load_state(model: nn.Module, state: dict, where: Path) -> None:

@@ -117,7 +117,8 @@ def postprocess(output: np.ndarray, manifest: dict[str, Any], original_size: tup
     if task == "classification":
         probs = softmax(output, axis=0) if post["activation"] == "softmax" else output.astype(np.float32)
         top = int(np.argmax(probs))
-        return ClassificationResult(label=labels[top], probabilities={k: float(p) for k, p in zip(labels, probs, strict=True)})
+        by_label = {k: float(p) for k, p in zip(labels, probs, strict=True)}
+        return ClassificationResult(label=labels[top], probabilities=by_label)
     vector = output.astype(np.float32).reshape(-1)
     if post["activation"] == "l2_normalize":
         vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
