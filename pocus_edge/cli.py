@@ -242,6 +242,95 @@ def predict(
         console.print(f"{summary_line(report)}; written to {out}", highlight=False)
 
 
+@app.command()
+def finetune(
+    task: str = typer.Argument(..., help="seg (U-Net) or cls (classifier)."),
+    data: Path = typer.Option(..., "--data", help="Folder with images/, masks/, manifest.csv (or class folders)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: model.safetensors + model.json, metrics, splits."),
+    encoder: str = typer.Option("random", help="random, or a student.safetensors from pocus distill."),
+    architecture: str = typer.Option("resnet50", help="Encoder architecture (timm/smp name)."),
+    linear_probe: bool = typer.Option(False, "--linear-probe", help="Freeze the encoder; train only the head."),
+    label_fraction: float = typer.Option(1.0, help="Share of the training split used (0 < F <= 1)."),
+    epochs: int = typer.Option(20, help="Epochs."),
+    image_size: int = typer.Option(256, help="Input size, multiple of 32."),
+    batch_size: int = typer.Option(16, help="Batch size."),
+    lr: float | None = typer.Option(None, help="AdamW learning rate [3e-4; 1e-3 for the linear probe]."),
+    max_steps_per_epoch: int = typer.Option(0, help="Cap optimizer steps per epoch (0 = full epochs)."),
+    seed: int = typer.Option(0, help="Seed for splits, init and augmentation."),
+    threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
+    quiet: bool = typer.Option(False, "--quiet"),
+    json_out: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
+) -> None:
+    """Fine-tune or linearly probe a U-Net / classifier on labelled ultrasound; writes an exportable checkpoint."""
+    from .finetune.train import TASK_NAMES, FinetuneConfig, run_finetune
+
+    if task not in TASK_NAMES:
+        raise PocusError(f"task {task!r}: use seg or cls")
+    _setup_logging(quiet)
+    cfg = FinetuneConfig(task=TASK_NAMES[task], data=str(data), out=str(out), encoder=encoder,
+                         architecture=architecture, linear_probe=linear_probe, label_fraction=label_fraction,
+                         epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
+                         threads=threads, max_steps_per_epoch=max_steps_per_epoch)
+    summary = run_finetune(cfg)
+    if json_out:
+        print(json.dumps(summary, indent=2))
+    elif not quiet:
+        flat = {"encoder": summary["encoder"], "train/val/test images":
+                f"{summary['train_images']}/{summary['val_images']}/{summary['test_images']}",
+                **{f"test {k}": v for k, v in summary["test"].items() if isinstance(v, (int, float))},
+                "wall time (s)": summary["wall_time_s"]}
+        _print_summary("finetune", flat, out)
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: latency of bundles on this host.")
+app.add_typer(bench_app, name="bench")
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise PocusError(f"{flag} {text!r}: expected comma-separated integers such as 1,2,4")
+    if not values or min(values) < 1:
+        raise PocusError(f"{flag} {text!r}: values must be >= 1")
+    return values
+
+
+@bench_app.command("latency")
+def bench_latency(
+    bundles: list[Path] = typer.Argument(..., help="Bundle folders."),
+    threads: str = typer.Option("1", help="Thread counts, comma-separated, e.g. 1,2,4."),
+    warmup: int = typer.Option(10, help="Untimed warm-up runs per bundle."),
+    runs: int = typer.Option(100, help="Timed runs per bundle (interleaved across bundles)."),
+    batch: int = typer.Option(1, help="Batch size per call."),
+    profile: str | None = typer.Option(None, help="Host-emulation profile: phone | tablet | jetson | cart."),
+    backend: str | None = typer.Option(None, help="Override the bundle's backend (e.g. onnxruntime for a TRT kit)."),
+    no_cold_start: bool = typer.Option(False, "--no-cold-start", help="Skip the fresh-process cold-start run."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write result rows as JSON here."),
+    md_path: Path | None = typer.Option(None, "--md", help="Write a Markdown table here."),
+) -> None:
+    """Latency p50/p90/p99, FPS, cold start, peak RSS, size and GFLOP/s per bundle x threads."""
+    from .bench.host import apply_profile
+    from .bench.latency import check_bundles, measure_latency
+    from .bench.report import latency_table
+    from .bench.stats import write_rows
+    from .io import atomic_write_text
+
+    _setup_logging(False)
+    check_bundles(bundles)
+    profile_threads = apply_profile(profile)
+    thread_list = _int_list(threads, "--threads") if threads != "1" or profile_threads is None else profile_threads
+    command = "pocus bench latency " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "latency"] else
+                                                 sys.argv[1:])
+    rows = measure_latency(bundles, thread_list, warmup, runs, batch, profile, command, backend, not no_cold_start)
+    table = latency_table(rows)
+    if json_path:
+        write_rows(json_path, rows)
+    if md_path:
+        atomic_write_text(md_path, table)
+    Console().print(table)
+
+
 def _run(typer_app: typer.Typer, args: list[str] | None = None) -> None:
     try:
         typer_app(args=args, standalone_mode=False)

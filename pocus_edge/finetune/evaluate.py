@@ -1,0 +1,70 @@
+"""Evaluate a model on samples with the runtime's pre/post-processing: per-image rows + a summary."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from ..runtime.images import to_gray01
+from ..runtime.preprocess import normalized_chw, resize_bilinear
+from ..runtime.results import sigmoid, softmax
+from .data import Sample, load_pair
+from .metrics import accuracy, confusion_matrix, dice_score, hd95, iou_score, macro_f1, mean_ignoring_nan
+
+
+def summarize(task: str, rows: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
+    if task == "segmentation":
+        hd_px, nan_count = mean_ignoring_nan([r["hd95_px"] for r in rows])
+        hd_mm, _ = mean_ignoring_nan([r["hd95_mm"] for r in rows])
+        return {"dice": float(np.mean([r["dice"] for r in rows])), "iou": float(np.mean([r["iou"] for r in rows])),
+                "hd95_px": hd_px, "hd95_mm": hd_mm, "hd95_undefined_images": nan_count, "images": len(rows)}
+    truth = [labels.index(r["label"]) for r in rows]
+    pred = [labels.index(r["predicted"]) for r in rows]
+    return {"accuracy": accuracy(truth, pred), "macro_f1": macro_f1(truth, pred, len(labels)),
+            "confusion_matrix": confusion_matrix(truth, pred, len(labels)).tolist(), "labels": labels,
+            "images": len(rows)}
+
+
+def evaluate_outputs(task: str, samples: list[Sample], labels: list[str],
+                     predict: Callable[[list[np.ndarray]], np.ndarray]) -> dict[str, Any]:
+    """`predict(gray frames) -> raw float outputs (N x C x S x S or N x K)`; compares to ground truth."""
+    rows = []
+    for start in range(0, len(samples), 16):
+        chunk = samples[start:start + 16]
+        pairs = [load_pair(s) for s in chunk]
+        outputs = predict([to_gray01(image) for image, _ in pairs])
+        for s, (image, mask), out in zip(chunk, pairs, outputs, strict=True):
+            if task == "segmentation":
+                probs = sigmoid(out)[0]
+                pred = resize_bilinear(probs, *image.shape) >= 0.5
+                row = {"image": s.image, "dice": dice_score(pred, mask), "iou": iou_score(pred, mask),
+                       "hd95_px": hd95(pred, mask)}
+                row["hd95_mm"] = row["hd95_px"] * s.pixel_size_mm if s.pixel_size_mm else float("nan")
+            else:
+                p = softmax(out, axis=0)
+                row = {"image": s.image, "label": s.label, "predicted": labels[int(np.argmax(p))],
+                       "confidence": float(p.max())}
+            rows.append(row)
+    return {"per_image": rows, "summary": summarize(task, rows, labels)}
+
+
+def evaluate_model(model, samples: list[Sample], task: str, labels: list[str], image_size: int) -> dict[str, Any]:
+    """Metrics of a torch model (eval mode, no grad) on samples."""
+    import torch
+
+    pre = {"image_size": [image_size] * 2, "raw_input": False, "scale": 1 / 255,
+           "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+    def predict(grays: list[np.ndarray]) -> np.ndarray:
+        x = torch.from_numpy(np.stack([normalized_chw(g, pre) for g in grays]))
+        with torch.no_grad():
+            return model(x).float().numpy()
+
+    was_training = model.training
+    model.eval()
+    try:
+        return evaluate_outputs(task, samples, labels, predict)
+    finally:
+        model.train(was_training)

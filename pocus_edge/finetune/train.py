@@ -1,0 +1,190 @@
+"""`pocus finetune seg|cls`: train a U-Net or classifier on a (distilled or random) ResNet encoder, pick the
+best epoch on validation, report test metrics, and write a checkpoint `pocus-export` takes as is.
+
+Loss: segmentation BCE + soft Dice; classification cross-entropy. Optimiser: AdamW (lr 3e-4, or 1e-3
+for the linear probe; weight decay 1e-4) with cosine decay. Augmentation: random crop (70-100 % of
+the area) and horizontal flip, never a vertical flip. Evaluation uses the runtime's own numpy
+pre/post-processing, so the reported metrics are those a deployed bundle reproduces.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ConfigError
+from ..io import atomic_write_json, atomic_write_text
+from ..runtime.preprocess import normalized_chw, resize_bilinear
+from .data import Sample, label_fraction, load_pair, read_samples, split_samples
+from .evaluate import evaluate_model
+from .model import build_finetune_model, save_task_model
+
+log = logging.getLogger(__name__)
+TASK_NAMES = {"seg": "segmentation", "cls": "classification"}
+
+
+@dataclass
+class FinetuneConfig:
+    task: str
+    data: str
+    out: str
+    encoder: str = "random"
+    architecture: str = "resnet50"
+    linear_probe: bool = False
+    label_fraction: float = 1.0
+    epochs: int = 20
+    image_size: int = 256
+    batch_size: int = 16
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    seed: int = 0
+    threads: int = 0
+    max_steps_per_epoch: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.task not in TASK_NAMES.values():
+            raise ConfigError(f"task {self.task!r}: use seg or cls")
+        if self.image_size % 32 or self.image_size < 32:
+            raise ConfigError(f"--image-size {self.image_size}: must be a positive multiple of 32")
+        if self.epochs < 1:
+            raise ConfigError("--epochs must be at least 1")
+
+
+def _augment(image: np.ndarray, mask: np.ndarray | None, size: int, rng: np.random.Generator):
+    """Random crop (70-100 % area, aspect 3/4-4/3) + horizontal flip; returns float image [0,1] and mask."""
+    h, w = image.shape
+    area = rng.uniform(0.7, 1.0) * h * w
+    ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
+    ch, cw = min(h, int(round(np.sqrt(area / ratio)))), min(w, int(round(np.sqrt(area * ratio))))
+    top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    img = image[top:top + ch, left:left + cw].astype(np.float32) / 255
+    msk = None if mask is None else mask[top:top + ch, left:left + cw].astype(np.float32)
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+        msk = None if msk is None else msk[:, ::-1]
+    img = np.ascontiguousarray(img)
+    out_mask = None if msk is None else (resize_bilinear(np.ascontiguousarray(msk), size, size) >= 0.5)
+    return img, out_mask
+
+
+def _loss(task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    if task == "classification":
+        return F.cross_entropy(logits, target)
+    bce = F.binary_cross_entropy_with_logits(logits, target)
+    probs = torch.sigmoid(logits)
+    inter = (probs * target).sum(dim=(1, 2, 3))
+    soft_dice = 1 - (2 * inter + 1) / (probs.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + 1)
+    return bce + soft_dice.mean()
+
+
+def _batches(cfg: FinetuneConfig, data: list[tuple], labels: list[str], rng: np.random.Generator):
+    pre = {"image_size": [cfg.image_size] * 2, "raw_input": False, "scale": 1 / 255,
+           "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    order = rng.permutation(len(data))
+    for start in range(0, len(order) - cfg.batch_size + 1 if len(order) >= cfg.batch_size else 1, cfg.batch_size):
+        xs, ys = [], []
+        for i in order[start:start + cfg.batch_size]:
+            image, mask, label = data[i]
+            img, msk = _augment(image, mask, cfg.image_size, rng)
+            xs.append(normalized_chw(img, pre))
+            ys.append(msk[None].astype(np.float32) if cfg.task == "segmentation" else labels.index(label))
+        x = torch.from_numpy(np.stack(xs))
+        y = torch.from_numpy(np.stack(ys)) if cfg.task == "segmentation" else torch.tensor(ys)
+        yield x, y
+
+
+def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
+    """Train, select on validation, test, and write OUT (checkpoint, metrics, splits, config)."""
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stratify = cfg.task == "classification"
+    samples = read_samples(Path(cfg.data), cfg.task)
+    splits = split_samples(samples, cfg.seed, stratify)
+    train = label_fraction(splits["train"], cfg.label_fraction, cfg.seed, stratify)
+    labels = sorted({s.label for s in samples}) if stratify else ["background", samples[0].label or "foreground"]
+    _write_splits(out / "splits.csv", splits, train)
+    model, origin = build_finetune_model(cfg.task, cfg.architecture, cfg.encoder, len(labels) if stratify else 1,
+                                         cfg.linear_probe)
+    params = [p for p in model.parameters() if p.requires_grad]
+    lr = cfg.lr or (1e-3 if cfg.linear_probe else 3e-4)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    data = [(*load_pair(s), s.label) for s in train]
+    steps_per_epoch = max(1, len(data) // cfg.batch_size)
+    if cfg.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
+    total = steps_per_epoch * cfg.epochs
+    cosine = lambda s: 0.5 * (1 + np.cos(np.pi * min(s, total) / total))  # noqa: E731
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+    rng = np.random.default_rng(cfg.seed)
+    key = "dice" if cfg.task == "segmentation" else "macro_f1"
+    best, best_state, history = -1.0, None, []
+    start = time.time()
+    for epoch in range(cfg.epochs):
+        model.train_mode()
+        losses = []
+        for step, (x, y) in enumerate(_batches(cfg, data, labels, rng)):
+            if step >= steps_per_epoch:
+                break
+            loss = _loss(cfg.task, model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+        val = evaluate_model(model, splits["val"], cfg.task, labels, cfg.image_size)
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in
+                                                                              val["summary"].items()}})
+        log.info("epoch %d: loss %.4f, val %s %.4f", epoch + 1, np.mean(losses), key, val["summary"][key])
+        if val["summary"][key] > best:
+            best = val["summary"][key]
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    model.eval()
+    val = evaluate_model(model, splits["val"], cfg.task, labels, cfg.image_size)
+    test = evaluate_model(model, splits["test"], cfg.task, labels, cfg.image_size)
+    card = save_task_model(out / "model.safetensors", model.net, cfg, labels, origin)
+    _write_per_image(out / "per_image.csv", test["per_image"])
+    summary = {"task": cfg.task, "encoder": origin, "linear_probe": cfg.linear_probe,
+               "label_fraction": cfg.label_fraction, "train_images": len(train), "val_images": len(splits["val"]),
+               "test_images": len(splits["test"]), "epochs": cfg.epochs, "image_size": cfg.image_size,
+               "wall_time_s": round(time.time() - start, 1), "val": val["summary"], "test": test["summary"],
+               "history": history, "weights_sha256": card["weights_sha256"]}
+    atomic_write_json(out / "metrics.json", summary)
+    import yaml
+
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(asdict(cfg), sort_keys=False))
+    return summary
+
+
+def _write_splits(path: Path, splits: dict[str, list[Sample]], train_used: list[Sample]) -> None:
+    used = {s.image for s in train_used}
+    lines = ["image,split,group,label,used_for_training"]
+    for name, items in splits.items():
+        for s in items:
+            lines.append(f"{s.image},{name},{s.group},{s.label or ''},{int(s.image in used)}")
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def _write_per_image(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
