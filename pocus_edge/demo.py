@@ -1,7 +1,8 @@
 """`pocus demo`: the spine end to end on the embedded default (synthetic phantoms), in a few minutes on 2 cores.
 
-Today the spine is: phantoms -> short distillation (random ViT-S/16 DINOv3 teacher, ResNet-50 student,
-128 px) -> student.safetensors + card, reloaded and checked against timm's resnet50.
+The spine: phantoms -> short distillation (random ViT-S/16 DINOv3 teacher, ResNet-50 student, 128 px) ->
+student.safetensors + card, reloaded into timm's resnet50 -> exported as an ONNX embedding bundle with parity
+against PyTorch -> run by the torch-free runtime on a phantom frame.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def run_demo(out: Path, data: Path | None, steps: int, quiet: bool) -> dict:
     state, card = load_encoder_state(out / "distill" / "student.safetensors")
     encoder = timm.create_model(card["architecture"], pretrained=False, num_classes=0)
     result = encoder.load_state_dict(state, strict=True)
+    bundle = _export_and_run(out, Path(data))
     return {
         "data": str(data),
         "train_images": summary["train_images"],
@@ -53,5 +55,21 @@ def run_demo(out: Path, data: Path | None, steps: int, quiet: bool) -> dict:
         "held_out_r2_end": summary["held_out_r2_end"],
         "student": str(out / "distill" / "student.safetensors"),
         "student_loads_into_timm": not result.missing_keys and not result.unexpected_keys,
+        **bundle,
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def _export_and_run(out: Path, data: Path) -> dict:
+    """Export the student as an ONNX embedding bundle (parity on the phantoms) and run it through the runtime."""
+    from .export import export
+    from .runtime import load
+
+    manifest = export(str(out / "distill" / "student.safetensors"), "onnx", "fp32", out / "bundle-onnx",
+                      parity_data=data, num_parity=16, overwrite=True)
+    image = sorted((data / "images").glob("*.png"))[0] if (data / "images").is_dir() else None
+    predictor = load(out / "bundle-onnx", threads=1)
+    embedding = predictor(image) if image is not None else None
+    return {"bundle": str(out / "bundle-onnx"), "bundle_parity": manifest["parity"]["status"],
+            "bundle_cosine_min": manifest["parity"]["metrics"].get("cosine_min"),
+            "runtime_embedding_dim": int(embedding.vector.shape[0]) if embedding is not None else None}
