@@ -282,6 +282,77 @@ def finetune(
         _print_summary("finetune", flat, out)
 
 
+@app.command("eval")
+def eval_cmd(
+    model: Path = typer.Argument(..., help="A finetune checkpoint (model.safetensors) or an exported bundle folder."),
+    data: Path = typer.Option(..., "--data", help="Labelled folder (same layout as pocus finetune)."),
+    split: str = typer.Option("test", help="test | val | train | all (splits as in pocus finetune)."),
+    seed: int = typer.Option(0, help="Split seed (use the fine-tune's)."),
+    threads: int | None = typer.Option(None, help="Runtime threads for bundles."),
+    out: Path | None = typer.Option(None, "--out", help="Write eval.json with per-image rows here."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Ground-truth metrics (Dice, IoU, HD95 / accuracy, macro-F1) for a checkpoint or a bundle."""
+    from .finetune.eval_cli import run_eval
+
+    report = run_eval(model, data, split, seed, threads, out)
+    if json_out:
+        print(json.dumps(report, indent=2))
+    else:
+        flat = {"evaluated as": report["evaluated_as"], "split": report["split"],
+                **{k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))}}
+        _print_summary("eval", flat, model)
+
+
+@app.command()
+def sweep(
+    task: str = typer.Argument(..., help="seg or cls."),
+    data: Path = typer.Option(..., "--data", help="Labelled folder."),
+    encoder: list[str] = typer.Option(["random"], "--encoder", help="random or NAME=student.safetensors "
+                                      "(repeatable)."),
+    fractions: str = typer.Option("0.05,0.1,0.2,0.5,1", help="Label fractions, comma-separated."),
+    out: Path = typer.Option(..., "--out", help="Folder for runs/, sweep.json and sweep.md."),
+    epochs: int = typer.Option(20, help="Epochs per run."),
+    image_size: int = typer.Option(256, help="Input size."),
+    batch_size: int = typer.Option(16, help="Batch size."),
+    max_steps_per_epoch: int = typer.Option(0, help="Cap optimizer steps per epoch (0 = full)."),
+    linear_probe: bool = typer.Option(False, "--linear-probe"),
+    threads: int = typer.Option(0, help="torch CPU threads."),
+) -> None:
+    """Label fractions x initialisations -> a Table-3-style Markdown + JSON table of test metrics."""
+    from .finetune.sweep import parse_encoders, run_sweep
+    from .finetune.train import TASK_NAMES
+
+    if task not in TASK_NAMES:
+        raise PocusError(f"task {task!r}: use seg or cls")
+    try:
+        fraction_list = [float(f) for f in fractions.split(",") if f.strip()]
+    except ValueError:
+        raise PocusError(f"--fractions {fractions!r}: expected numbers such as 0.05,0.1,1")
+    _setup_logging(True)
+    result = run_sweep(TASK_NAMES[task], str(data), parse_encoders(encoder), fraction_list, out, epochs=epochs,
+                       image_size=image_size, batch_size=batch_size, max_steps_per_epoch=max_steps_per_epoch,
+                       linear_probe=linear_probe, threads=threads)
+    from .finetune.sweep import sweep_table
+
+    Console().print(sweep_table(result))
+
+
+@app.command("embed-plot")
+def embed_plot_cmd(
+    encoder: list[str] = typer.Option(..., "--encoder", help="random or a student.safetensors (repeatable)."),
+    data: list[Path] = typer.Option(..., "--data", help="Dataset folders, one colour each (repeatable)."),
+    out: Path = typer.Option(Path("embeddings.png"), "--out", help="PNG to write."),
+    per_dataset: int = typer.Option(100, help="Frames per dataset."),
+    image_size: int = typer.Option(224, help="Input size."),
+) -> None:
+    """t-SNE of encoder embeddings coloured by dataset (the paper's Fig. 2)."""
+    from .finetune.embed_plot import embed_plot
+
+    counts = embed_plot(encoder, data, out, per_dataset, image_size)
+    console.print(f"wrote {out}: {counts}", highlight=False)
+
+
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: latency of bundles on this host.")
 app.add_typer(bench_app, name="bench")
 

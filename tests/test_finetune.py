@@ -117,3 +117,33 @@ def test_tiny_finetune_beats_chance_and_exports(tmp_path):
                       parity_data=data)
     assert manifest["parity"]["status"] == "passed" and manifest["source"]["sha256"] == card["weights_sha256"]
     assert manifest["preprocessing"]["image_size"] == [64, 64]
+
+
+def test_eval_sweep_and_embed_plot(tmp_path, phantom_dir):
+    """eval on a checkpoint and on its bundle agree; a 2-cell sweep writes its table; embed-plot writes a PNG."""
+    from conftest import run_cli
+
+    from pocus_edge.data.phantoms import write_phantom_dataset
+    from pocus_edge.export import export
+    from pocus_edge.finetune.eval_cli import run_eval
+    from pocus_edge.finetune.sweep import run_sweep
+
+    data = write_phantom_dataset(tmp_path / "ph", 60, size=(64, 64), seed=5)
+    result = run_sweep("segmentation", str(data), {"R18-Rand": "random"}, [0.5, 1.0], tmp_path / "sweep",
+                       architecture="resnet18", epochs=1, image_size=64, batch_size=8, threads=2)
+    table = (tmp_path / "sweep" / "sweep.md").read_text()
+    assert "| R18-Rand |" in table and "50 %" in table and "100 %" in table
+    half = result["cells"]["R18-Rand"]["0.5"]["train_images"]
+    assert 0 < half < result["cells"]["R18-Rand"]["1"]["train_images"]
+    ckpt = tmp_path / "sweep" / "runs" / "R18-Rand-100pct" / "model.safetensors"
+    torch_eval = run_eval(ckpt, data, "test", 0, None, None)
+    export(str(ckpt), "onnx", "fp32", tmp_path / "bundle", parity_data=data)
+    bundle_eval = run_eval(tmp_path / "bundle", data, "test", 0, 1, tmp_path / "ev")
+    assert bundle_eval["metrics"]["images"] == torch_eval["metrics"]["images"]
+    assert abs(bundle_eval["metrics"]["dice"] - torch_eval["metrics"]["dice"]) < 0.01
+    assert (tmp_path / "ev" / "eval.json").is_file()
+    plot = tmp_path / "fig.png"
+    proc = run_cli("embed-plot", "--encoder", "random", "--data", str(data), "--data", str(phantom_dir),
+                   "--per-dataset", "15", "--image-size", "64", "--out", str(plot))
+    assert proc.returncode == 0, proc.stderr
+    assert plot.stat().st_size > 10_000

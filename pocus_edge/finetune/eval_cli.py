@@ -1,0 +1,64 @@
+"""`pocus eval CHECKPOINT|BUNDLE --data DIR`: ground-truth metrics for a checkpoint or an exported bundle.
+
+Bundles run through the runtime (so a quantised model is judged on ground truth, not only on agreement
+with fp32); checkpoints run in PyTorch. Both use the same split rule as `pocus finetune` (same seed, same
+test images) unless `--split all`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..io import atomic_write_json
+from .data import read_samples, split_samples
+from .evaluate import evaluate_outputs
+
+
+def _predictor(model: Path, threads: int | None):
+    """(predict(grays) -> raw outputs, task, labels, description) for a bundle folder or a checkpoint."""
+    if Path(model).is_dir() and (Path(model) / "manifest.json").is_file():
+        from ..runtime import load
+
+        predictor = load(model, threads=threads)
+        m = predictor.manifest
+        if m["task"] == "embedding":
+            raise ConfigError(f"{model}: an embedding bundle has no ground truth to compare with")
+        return predictor.raw_outputs, m["task"], list(m["labels"]), f"bundle {m['target']} {m['precision']}"
+    import torch
+
+    from ..export.source import resolve_model
+
+    net, spec = resolve_model(str(model), None)
+    if spec.task == "embedding":
+        raise ConfigError(f"{model}: an encoder has no task head; fine-tune it first")
+    pre = {"image_size": [spec.image_size] * 2, "raw_input": False, "scale": 1 / 255, "mean": list(spec.mean),
+           "std": list(spec.std)}
+
+    def predict(grays: list[np.ndarray]) -> np.ndarray:
+        from ..runtime.preprocess import normalized_chw
+
+        with torch.no_grad():
+            return net(torch.from_numpy(np.stack([normalized_chw(g, pre) for g in grays]))).numpy()
+
+    return predict, spec.task, spec.labels, "pytorch fp32 checkpoint"
+
+
+def run_eval(model: Path, data: Path, split: str, seed: int, threads: int | None,
+             out: Path | None) -> dict[str, Any]:
+    """Metrics of MODEL on DATA's `split` (test by default); writes OUT/eval.json and per-image CSV when asked."""
+    if split not in ("test", "val", "train", "all"):
+        raise ConfigError(f"--split {split!r}: choose test, val, train or all")
+    predict, task, labels, what = _predictor(model, threads)
+    samples = read_samples(data, task)
+    chosen = samples if split == "all" else split_samples(samples, seed, task == "classification")[split]
+    result = evaluate_outputs(task, chosen, labels, predict)
+    report = {"model": str(model), "evaluated_as": what, "data": str(data), "split": split, "seed": seed,
+              "task": task, "metrics": result["summary"]}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "eval.json", {**report, "per_image": result["per_image"]})
+    return report
