@@ -402,6 +402,64 @@ def bench_latency(
     Console().print(table)
 
 
+@bench_app.command("parity")
+def bench_parity_cmd(
+    bundles: list[Path] = typer.Argument(..., help="Bundle folders."),
+    reference: Path = typer.Option(..., "--reference", help="The fp32 checkpoint the bundles came from."),
+    data: Path = typer.Option(..., "--data", help="Labelled folder (finetune layout)."),
+    split: str = typer.Option("test", help="test | val | train | all."),
+    seed: int = typer.Option(0, help="Split seed."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write rows as JSON here."),
+) -> None:
+    """Exported vs PyTorch fp32 (agreement) and each vs ground truth (Dice/IoU/HD95 or accuracy/F1)."""
+    from .bench.parity import bench_parity
+    from .io import atomic_write_json
+
+    rows = bench_parity(bundles, reference, data, split, seed)
+    if json_path:
+        atomic_write_json(json_path, {"rows": rows})
+    for r in rows:
+        key = "dice_change" if "dice_change" in r else "accuracy_change"
+        console.print(f"{r['bundle']}: {r['target']} {r['precision']}: agreement "
+                      f"{', '.join(f'{k}={v:.4f}' for k, v in r['agreement'].items())}; {key} {r[key]:+.4f}",
+                      highlight=False)
+
+
+@bench_app.command("import")
+def bench_import(
+    files: list[Path] = typer.Argument(..., help="android_demo JSON or TFLite benchmark_model text output."),
+    into: Path = typer.Option(..., "--into", help="JSON rows file to merge into (created if absent)."),
+    device: str | None = typer.Option(None, help="Device label for text outputs, e.g. 'Pixel 8 (Tensor G3)'."),
+    model: str | None = typer.Option(None, help="Model name for text outputs."),
+) -> None:
+    """Merge results measured elsewhere (phones, tablets) into the same JSON rows as host runs."""
+    from .bench.importers import import_file
+    from .bench.stats import read_rows, write_rows
+
+    existing = read_rows(into) if into.is_file() else []
+    new = [row for f in files for row in import_file(f, device, model)]
+    write_rows(into, existing + new)
+    console.print(f"merged {len(new)} row(s) into {into} ({len(existing) + len(new)} in all)", highlight=False)
+
+
+@bench_app.command("peak")
+def bench_peak(
+    threads: str = typer.Option("1,2", help="Thread counts."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the measurements here."),
+) -> None:
+    """This host's peak fp32 (numpy BLAS) and int8 (ONNX Runtime MatMulInteger) GEMM throughput."""
+    from .bench.host import host_device
+    from .bench.peak import measure_peak
+    from .io import atomic_write_json
+
+    rows = measure_peak(_int_list(threads, "--threads"))
+    if json_path:
+        atomic_write_json(json_path, {"device": host_device(), "rows": rows})
+    for r in rows:
+        console.print(f"{r['threads']} thread(s): fp32 GEMM {r['fp32_gemm_gflops']:.1f} GFLOP/s, int8 GEMM "
+                      f"{r['int8_gemm_gops']:.1f} GOP/s", highlight=False)
+
+
 def _run(typer_app: typer.Typer, args: list[str] | None = None) -> None:
     try:
         typer_app(args=args, standalone_mode=False)

@@ -47,3 +47,43 @@ def test_latency_cli_on_a_bundle(bundle_factory, tmp_path):
     assert all(r["device"]["label"] == "host emulation: phone" for r in json.loads(out_json.read_text())["rows"])
     bad = run_cli("bench", "latency", str(bundle), "--threads", "0")
     assert bad.returncode == 2 and ">= 1" in bad.stderr
+
+
+SAMPLES = __import__("pathlib").Path(__file__).parent / "samples"
+
+
+def test_import_tflite_benchmark_model_text(tmp_path):
+    from pocus_edge.bench.importers import import_file
+
+    rows = import_file(SAMPLES / "tflite_benchmark_model.txt", device_label="Pixel 8 (Tensor G3)", model="unet")
+    row = rows[0]
+    assert row["latency_ms"]["mean"] == pytest.approx(83.5986) and row["latency_ms"]["p50"] is None
+    assert row["threads"] == 4 and row["runs"] == 50 and row["latency_ms"]["std"] == pytest.approx(1.544)
+    assert row["cold_start_ms"] == pytest.approx(41.118 + 96.512) and row["peak_rss_mb"] == pytest.approx(61.6523)
+    assert row["device"]["label"] == "Pixel 8 (Tensor G3)" and row["source"].startswith("imported")
+
+
+def test_import_cli_merges_android_rows(tmp_path):
+    android = {"schema": "pocus-bench-row/1", "rows": [{
+        "schema": "pocus-bench-row/1", "model": "unet-resnet50", "task": "segmentation", "target": "tflite",
+        "precision": "int8", "backend": "litert xnnpack", "threads": 4, "batch": 1, "runs": 50,
+        "device": {"kind": "android", "label": "Galaxy S24 (Exynos 2400), Android 14", "model": "SM-S921B"},
+        "latency_ms": {"p50": 40.1, "p90": 42.0, "p99": 45.3, "mean": 40.6, "std": 1.2}, "cv": 0.03, "fps": 24.9,
+        "cold_start_ms": 310.0, "source": "android_demo", "date": "2026-11-20"}]}
+    (tmp_path / "phone.json").write_text(json.dumps(android))
+    into = tmp_path / "rows.json"
+    proc = run_cli("bench", "import", str(tmp_path / "phone.json"), str(SAMPLES / "tflite_benchmark_model.txt"),
+                   "--device", "Pixel 8", "--into", str(into))
+    assert proc.returncode == 0, proc.stderr
+    rows = read_rows(into)
+    assert [r["device"]["label"] for r in rows] == ["Galaxy S24 (Exynos 2400), Android 14", "Pixel 8"]
+    (tmp_path / "bad.txt").write_text("hello")
+    bad = run_cli("bench", "import", str(tmp_path / "bad.txt"), "--device", "x", "--into", str(into))
+    assert bad.returncode == 2 and "not TFLite benchmark_model output" in bad.stderr
+
+
+def test_peak_reports_positive_throughput():
+    from pocus_edge.bench.peak import fp32_gemm, int8_gemm
+
+    assert fp32_gemm(1, size=256, repeats=2) > 0.1
+    assert int8_gemm(1, size=256, repeats=2) > 0.1

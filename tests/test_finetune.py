@@ -142,6 +142,10 @@ def test_eval_sweep_and_embed_plot(tmp_path, phantom_dir):
     assert bundle_eval["metrics"]["images"] == torch_eval["metrics"]["images"]
     assert abs(bundle_eval["metrics"]["dice"] - torch_eval["metrics"]["dice"]) < 0.01
     assert (tmp_path / "ev" / "eval.json").is_file()
+    from pocus_edge.bench.parity import bench_parity
+
+    row = bench_parity([tmp_path / "bundle"], ckpt, data)[0]
+    assert row["agreement"]["dice_mean"] > 0.99 and abs(row["dice_change"]) < 0.01
     plot = tmp_path / "fig.png"
     proc = run_cli("embed-plot", "--encoder", "random", "--data", str(data), "--data", str(phantom_dir),
                    "--per-dataset", "15", "--image-size", "64", "--out", str(plot))

@@ -1,0 +1,59 @@
+"""`pocus bench parity`: each bundle vs PyTorch fp32 (agreement) and each vs ground truth, on the same frames.
+
+Answers "how much accuracy does this precision/backend cost": the reference checkpoint's own ground-truth
+metrics sit beside every bundle's, with the difference.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+def bench_parity(bundles: list[Path], reference: Path, data: Path, split: str = "test", seed: int = 0,
+                 threads: int | None = None) -> list[dict[str, Any]]:
+    """One row per bundle: agreement metrics, ground-truth metrics, and the reference's ground-truth metrics."""
+    import torch
+
+    from ..export.parity import compare
+    from ..export.source import resolve_model
+    from ..finetune.data import load_pair, read_samples, split_samples
+    from ..finetune.evaluate import evaluate_outputs
+    from ..runtime import load
+    from ..runtime.images import to_gray01
+    from ..runtime.preprocess import normalized_chw
+
+    net, spec = resolve_model(str(reference), None)
+    if spec.task == "embedding":
+        raise ConfigError("bench parity needs a task checkpoint (segmentation or classification) as --reference")
+    samples = read_samples(data, spec.task)
+    if split != "all":
+        samples = split_samples(samples, seed, spec.task == "classification")[split]
+    pre = {"image_size": [spec.image_size] * 2, "raw_input": False, "scale": 1 / 255, "mean": list(spec.mean),
+           "std": list(spec.std)}
+
+    def torch_predict(grays: list[np.ndarray]) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(np.stack([normalized_chw(g, pre) for g in grays]))).numpy()
+
+    reference_gt = evaluate_outputs(spec.task, samples, spec.labels, torch_predict)["summary"]
+    grays = [to_gray01(load_pair(s)[0]) for s in samples]
+    ref_out = torch_predict(grays)
+    rows = []
+    for bundle in bundles:
+        predictor = load(bundle, threads=threads)
+        m = predictor.manifest
+        if m["task"] != spec.task:
+            raise ConfigError(f"{bundle}: a {m['task']} bundle cannot be compared with a {spec.task} reference")
+        out = predictor.raw_outputs(grays)
+        gt = evaluate_outputs(spec.task, samples, spec.labels, predictor.raw_outputs)["summary"]
+        key = "dice" if spec.task == "segmentation" else "accuracy"
+        rows.append({"bundle": str(bundle), "target": m["target"], "precision": m["precision"],
+                     "backend": predictor.backend.name, "images": len(samples), "split": split,
+                     "agreement": compare(spec.task, ref_out, out, spec.threshold), "ground_truth": gt,
+                     "reference_ground_truth": reference_gt, f"{key}_change": gt[key] - reference_gt[key]})
+    return rows
