@@ -425,6 +425,17 @@ def bench_parity_cmd(
                       highlight=False)
 
 
+@bench_app.command("suite")
+def bench_suite(suite_file: Path = typer.Argument(..., help="Suite YAML (see benchmarks/suite.yaml).")) -> None:
+    """Run a declared matrix: export or reuse bundles, latency + baselines + parity, JSON, Markdown, PNG plots."""
+    from .bench.suite import run_suite
+
+    _setup_logging(False)
+    result = run_suite(suite_file)
+    console.print(f"suite done: {result['rows']} latency rows, {result['parity_rows']} parity rows in "
+                  f"{result['out']}", highlight=False)
+
+
 @bench_app.command("import")
 def bench_import(
     files: list[Path] = typer.Argument(..., help="android_demo JSON or TFLite benchmark_model text output."),

@@ -87,3 +87,27 @@ def test_peak_reports_positive_throughput():
 
     assert fp32_gemm(1, size=256, repeats=2) > 0.1
     assert int8_gemm(1, size=256, repeats=2) > 0.1
+
+
+def test_tiny_suite_end_to_end(tmp_path):
+    """A one-model suite: export, reuse on the second run, latency + baselines, report and non-empty plots."""
+    import yaml
+
+    suite = {"out": str(tmp_path / "suite"), "image_size": 64, "models": {"enc": "encoder-resnet50"},
+             "targets": {"onnx": ["fp32"], "tflite": ["fp32"]}, "threads": [1], "warmup": 1, "runs": 3}
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    proc = run_cli("bench", "suite", str(path))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = read_rows(tmp_path / "suite" / "latency.json")
+    backends = {r["backend"] for r in rows}
+    assert {"onnxruntime", "tflite", "pytorch eager"} <= backends
+    assert any(b.startswith("onnxruntime (plain") for b in backends)
+    for png in ("latency_by_precision.png", "size_vs_quality.png"):
+        assert (tmp_path / "suite" / png).stat().st_size > 5_000
+    assert "| enc" in (tmp_path / "suite" / "report.md").read_text() or "encoder" in (
+        tmp_path / "suite" / "report.md").read_text()
+    stamp = (tmp_path / "suite" / "bundles" / "enc-onnx-fp32" / "manifest.json").stat().st_mtime
+    again = run_cli("bench", "suite", str(path))
+    assert again.returncode == 0
+    assert (tmp_path / "suite" / "bundles" / "enc-onnx-fp32" / "manifest.json").stat().st_mtime == stamp  # reused

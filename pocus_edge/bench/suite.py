@@ -1,0 +1,91 @@
+"""`pocus bench suite FILE.yaml`: a declared matrix -> bundles (exported or reused), latency, parity,
+baselines, JSON rows, a Markdown report and PNG plots. `benchmarks/suite.yaml` is the project's own.
+
+Suite file keys: out, image_size, calib_data, models {name: MODEL}, targets {target: [precisions]},
+threads [..], warmup, runs, baselines (true/false), and optionally parity_data (labelled folder) with
+references {name: checkpoint} for ground-truth parity.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..io import atomic_write_json, atomic_write_text
+from ..runtime.manifest import BundleError, verify_bundle
+
+log = logging.getLogger(__name__)
+RUNS_HERE = {"onnx", "tflite", "tensorrt"}  # tensorrt kits run their ONNX through ONNX Runtime here
+
+
+def load_suite(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not Path(path).is_file():
+        raise ConfigError(f"{path}: no such suite file")
+    suite = yaml.safe_load(Path(path).read_text()) or {}
+    for key in ("out", "models", "targets"):
+        if key not in suite:
+            raise ConfigError(f"{path}: suite needs '{key}'")
+    suite.setdefault("threads", [1])
+    suite.setdefault("warmup", 5)
+    suite.setdefault("runs", 30)
+    return suite
+
+
+def _bundle(suite: dict, name: str, model: str, target: str, precision: str) -> Path:
+    """Reuse a valid bundle exported from the same model file, else export it."""
+    from ..export import export
+    from ..io import sha256_file
+
+    out = Path(suite["out"]) / "bundles" / f"{name}-{target}-{precision}"
+    expected = sha256_file(Path(model)) if Path(model).is_file() else None
+    try:
+        manifest = verify_bundle(out)
+        if manifest["source"]["sha256"] == expected and manifest["precision"] == precision:
+            return out
+    except BundleError:
+        pass
+    log.info("exporting %s to %s %s", name, target, precision)
+    export(model, target, precision, out, image_size=suite.get("image_size"), calib_data=suite.get("calib_data"),
+           num_parity=suite.get("num_parity", 32), overwrite=True)
+    return out
+
+
+def run_suite(path: Path) -> dict[str, Any]:
+    from .baselines import measure_baselines
+    from .latency import measure_latency
+    from .parity import bench_parity
+    from .plots import plot_latency, plot_size_vs_quality
+    from .report import latency_table
+    from .stats import write_rows
+
+    suite = load_suite(path)
+    out = Path(suite["out"])
+    bundles: dict[str, list[Path]] = {}
+    for name, model in suite["models"].items():
+        for target, precisions in suite["targets"].items():
+            for precision in precisions:
+                bundles.setdefault(name, []).append(_bundle(suite, name, str(model), target, precision))
+    rows, parity_rows = [], []
+    for name, paths in bundles.items():
+        runnable = [p for p in paths if verify_bundle(p)["target"] in RUNS_HERE]
+        rows += measure_latency(runnable, suite["threads"], suite["warmup"], suite["runs"],
+                                command=f"pocus bench suite {path}", backend=None if all(
+                                    verify_bundle(p)["target"] != "tensorrt" for p in runnable) else "onnxruntime")
+        if suite.get("baselines", True):
+            rows += measure_baselines(str(suite["models"][name]), suite.get("image_size"), suite["threads"],
+                                      suite["warmup"], suite["runs"])
+        reference = (suite.get("references") or {}).get(name)
+        if reference and suite.get("parity_data"):
+            parity_rows += bench_parity(runnable, Path(reference), Path(suite["parity_data"]))
+    write_rows(out / "latency.json", rows)
+    atomic_write_json(out / "parity.json", {"rows": parity_rows})
+    manifests = {str(p): verify_bundle(p) for ps in bundles.values() for p in ps}
+    plot_latency(rows, out / "latency_by_precision.png")
+    plot_size_vs_quality(manifests, parity_rows, out / "size_vs_quality.png")
+    report = "# Benchmark suite\n\n" + latency_table(rows)
+    atomic_write_text(out / "report.md", report)
+    return {"rows": len(rows), "parity_rows": len(parity_rows), "out": str(out)}
