@@ -19,6 +19,7 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q
+	$(MAKE) -C android_demo test PY=../$(PY)
 
 test-slow: venv
 	$(PY) -m pytest -q -m slow

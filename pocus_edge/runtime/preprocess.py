@@ -2,7 +2,9 @@
 
 The resize is PIL-style antialiased bilinear (a triangle filter whose support widens by the
 downscale factor, pixel centres at +0.5), written as two small weight matrices so the Android core
-can reproduce it number for number. The same function resizes mask probabilities back up.
+can reproduce it number for number: weights and sums are float64 and only the result is rounded to
+float32, so the summation order (BLAS here, loops on the JVM) cannot change a float32 value in practice.
+The same function resizes mask probabilities back up.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 @lru_cache(maxsize=64)
 def resize_weights(in_size: int, out_size: int) -> np.ndarray:
-    """out_size x in_size matrix of antialiased bilinear weights (rows sum to 1)."""
+    """out_size x in_size float64 matrix of antialiased bilinear weights (rows sum to 1)."""
     scale = in_size / out_size
     support = max(scale, 1.0)
     centers = (np.arange(out_size, dtype=np.float64) + 0.5) * scale
@@ -23,14 +25,14 @@ def resize_weights(in_size: int, out_size: int) -> np.ndarray:
     dist = np.abs(src[None, :] - centers[:, None]) / support
     weights = np.clip(1.0 - dist, 0.0, None)
     weights /= weights.sum(axis=1, keepdims=True)
-    return weights.astype(np.float32)
+    return weights
 
 
 def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize H x W (or C x H x W) float32 with antialiased bilinear weights."""
+    """Resize H x W (or C x H x W) with antialiased bilinear weights; float64 inside, float32 out."""
     wy = resize_weights(image.shape[-2], height)
     wx = resize_weights(image.shape[-1], width)
-    return np.ascontiguousarray(wy @ image @ wx.T, dtype=np.float32)
+    return np.ascontiguousarray(wy @ image.astype(np.float64) @ wx.T, dtype=np.float32)
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: str) -> np.ndarray:
