@@ -7,29 +7,20 @@ Heavy imports (torch, timm) happen inside commands so `pocus --help` stays fast.
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 
+from .cli_common import console, print_summary, setup_logging
 from .errors import PocusError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="pocus-edge: distil, export and run POCUS models.")
-console = Console(stderr=True)
 
 
-def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
-        force=True,
-    )
-    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "absl", "coremltools", "litert_torch"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+_setup_logging = setup_logging
+_print_summary = print_summary
 
 
 @app.command()
@@ -91,15 +82,6 @@ def _parse_blocks(text: str | None) -> list[int] | None:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise PocusError(f"--blocks {text!r}: expected comma-separated integers such as '10,11' or '-2,-1'")
-
-
-def _print_summary(title: str, summary: dict, out: Path) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"{title}: {out}", show_header=False)
-    for key, value in summary.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    Console().print(table)
 
 
 @app.command()
@@ -242,233 +224,11 @@ def predict(
         console.print(f"{summary_line(report)}; written to {out}", highlight=False)
 
 
-@app.command()
-def finetune(
-    task: str = typer.Argument(..., help="seg (U-Net) or cls (classifier)."),
-    data: Path = typer.Option(..., "--data", help="Folder with images/, masks/, manifest.csv (or class folders)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: model.safetensors + model.json, metrics, splits."),
-    encoder: str = typer.Option("random", help="random, or a student.safetensors from pocus distill."),
-    architecture: str = typer.Option("resnet50", help="Encoder architecture (timm/smp name)."),
-    linear_probe: bool = typer.Option(False, "--linear-probe", help="Freeze the encoder; train only the head."),
-    label_fraction: float = typer.Option(1.0, help="Share of the training split used (0 < F <= 1)."),
-    epochs: int = typer.Option(20, help="Epochs."),
-    image_size: int = typer.Option(256, help="Input size, multiple of 32."),
-    batch_size: int = typer.Option(16, help="Batch size."),
-    lr: float | None = typer.Option(None, help="AdamW learning rate [3e-4; 1e-3 for the linear probe]."),
-    max_steps_per_epoch: int = typer.Option(0, help="Cap optimizer steps per epoch (0 = full epochs)."),
-    seed: int = typer.Option(0, help="Seed for splits, init and augmentation."),
-    threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
-    quiet: bool = typer.Option(False, "--quiet"),
-    json_out: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
-) -> None:
-    """Fine-tune or linearly probe a U-Net / classifier on labelled ultrasound; writes an exportable checkpoint."""
-    from .finetune.train import TASK_NAMES, FinetuneConfig, run_finetune
+from .bench.commands import bench_app  # noqa: E402
+from .finetune.commands import register as _register_finetune  # noqa: E402
 
-    if task not in TASK_NAMES:
-        raise PocusError(f"task {task!r}: use seg or cls")
-    _setup_logging(quiet)
-    cfg = FinetuneConfig(task=TASK_NAMES[task], data=str(data), out=str(out), encoder=encoder,
-                         architecture=architecture, linear_probe=linear_probe, label_fraction=label_fraction,
-                         epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
-                         threads=threads, max_steps_per_epoch=max_steps_per_epoch)
-    summary = run_finetune(cfg)
-    if json_out:
-        print(json.dumps(summary, indent=2))
-    elif not quiet:
-        flat = {"encoder": summary["encoder"], "train/val/test images":
-                f"{summary['train_images']}/{summary['val_images']}/{summary['test_images']}",
-                **{f"test {k}": v for k, v in summary["test"].items() if isinstance(v, (int, float))},
-                "wall time (s)": summary["wall_time_s"]}
-        _print_summary("finetune", flat, out)
-
-
-@app.command("eval")
-def eval_cmd(
-    model: Path = typer.Argument(..., help="A finetune checkpoint (model.safetensors) or an exported bundle folder."),
-    data: Path = typer.Option(..., "--data", help="Labelled folder (same layout as pocus finetune)."),
-    split: str = typer.Option("test", help="test | val | train | all (splits as in pocus finetune)."),
-    seed: int = typer.Option(0, help="Split seed (use the fine-tune's)."),
-    threads: int | None = typer.Option(None, help="Runtime threads for bundles."),
-    out: Path | None = typer.Option(None, "--out", help="Write eval.json with per-image rows here."),
-    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-) -> None:
-    """Ground-truth metrics (Dice, IoU, HD95 / accuracy, macro-F1) for a checkpoint or a bundle."""
-    from .finetune.eval_cli import run_eval
-
-    report = run_eval(model, data, split, seed, threads, out)
-    if json_out:
-        print(json.dumps(report, indent=2))
-    else:
-        flat = {"evaluated as": report["evaluated_as"], "split": report["split"],
-                **{k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))}}
-        _print_summary("eval", flat, model)
-
-
-@app.command()
-def sweep(
-    task: str = typer.Argument(..., help="seg or cls."),
-    data: Path = typer.Option(..., "--data", help="Labelled folder."),
-    encoder: list[str] = typer.Option(["random"], "--encoder", help="random or NAME=student.safetensors "
-                                      "(repeatable)."),
-    fractions: str = typer.Option("0.05,0.1,0.2,0.5,1", help="Label fractions, comma-separated."),
-    out: Path = typer.Option(..., "--out", help="Folder for runs/, sweep.json and sweep.md."),
-    epochs: int = typer.Option(20, help="Epochs per run."),
-    image_size: int = typer.Option(256, help="Input size."),
-    batch_size: int = typer.Option(16, help="Batch size."),
-    max_steps_per_epoch: int = typer.Option(0, help="Cap optimizer steps per epoch (0 = full)."),
-    linear_probe: bool = typer.Option(False, "--linear-probe"),
-    threads: int = typer.Option(0, help="torch CPU threads."),
-) -> None:
-    """Label fractions x initialisations -> a Table-3-style Markdown + JSON table of test metrics."""
-    from .finetune.sweep import parse_encoders, run_sweep
-    from .finetune.train import TASK_NAMES
-
-    if task not in TASK_NAMES:
-        raise PocusError(f"task {task!r}: use seg or cls")
-    try:
-        fraction_list = [float(f) for f in fractions.split(",") if f.strip()]
-    except ValueError:
-        raise PocusError(f"--fractions {fractions!r}: expected numbers such as 0.05,0.1,1")
-    _setup_logging(True)
-    result = run_sweep(TASK_NAMES[task], str(data), parse_encoders(encoder), fraction_list, out, epochs=epochs,
-                       image_size=image_size, batch_size=batch_size, max_steps_per_epoch=max_steps_per_epoch,
-                       linear_probe=linear_probe, threads=threads)
-    from .finetune.sweep import sweep_table
-
-    Console().print(sweep_table(result))
-
-
-@app.command("embed-plot")
-def embed_plot_cmd(
-    encoder: list[str] = typer.Option(..., "--encoder", help="random or a student.safetensors (repeatable)."),
-    data: list[Path] = typer.Option(..., "--data", help="Dataset folders, one colour each (repeatable)."),
-    out: Path = typer.Option(Path("embeddings.png"), "--out", help="PNG to write."),
-    per_dataset: int = typer.Option(100, help="Frames per dataset."),
-    image_size: int = typer.Option(224, help="Input size."),
-) -> None:
-    """t-SNE of encoder embeddings coloured by dataset (the paper's Fig. 2)."""
-    from .finetune.embed_plot import embed_plot
-
-    counts = embed_plot(encoder, data, out, per_dataset, image_size)
-    console.print(f"wrote {out}: {counts}", highlight=False)
-
-
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: latency of bundles on this host.")
 app.add_typer(bench_app, name="bench")
-
-
-def _int_list(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise PocusError(f"{flag} {text!r}: expected comma-separated integers such as 1,2,4")
-    if not values or min(values) < 1:
-        raise PocusError(f"{flag} {text!r}: values must be >= 1")
-    return values
-
-
-@bench_app.command("latency")
-def bench_latency(
-    bundles: list[Path] = typer.Argument(..., help="Bundle folders."),
-    threads: str = typer.Option("1", help="Thread counts, comma-separated, e.g. 1,2,4."),
-    warmup: int = typer.Option(10, help="Untimed warm-up runs per bundle."),
-    runs: int = typer.Option(100, help="Timed runs per bundle (interleaved across bundles)."),
-    batch: int = typer.Option(1, help="Batch size per call."),
-    profile: str | None = typer.Option(None, help="Host-emulation profile: phone | tablet | jetson | cart."),
-    backend: str | None = typer.Option(None, help="Override the bundle's backend (e.g. onnxruntime for a TRT kit)."),
-    no_cold_start: bool = typer.Option(False, "--no-cold-start", help="Skip the fresh-process cold-start run."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write result rows as JSON here."),
-    md_path: Path | None = typer.Option(None, "--md", help="Write a Markdown table here."),
-) -> None:
-    """Latency p50/p90/p99, FPS, cold start, peak RSS, size and GFLOP/s per bundle x threads."""
-    from .bench.host import apply_profile
-    from .bench.latency import check_bundles, measure_latency
-    from .bench.report import latency_table
-    from .bench.stats import write_rows
-    from .io import atomic_write_text
-
-    _setup_logging(False)
-    check_bundles(bundles)
-    profile_threads = apply_profile(profile)
-    thread_list = _int_list(threads, "--threads") if threads != "1" or profile_threads is None else profile_threads
-    command = "pocus bench latency " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "latency"] else
-                                                 sys.argv[1:])
-    rows = measure_latency(bundles, thread_list, warmup, runs, batch, profile, command, backend, not no_cold_start)
-    table = latency_table(rows)
-    if json_path:
-        write_rows(json_path, rows)
-    if md_path:
-        atomic_write_text(md_path, table)
-    Console().print(table)
-
-
-@bench_app.command("parity")
-def bench_parity_cmd(
-    bundles: list[Path] = typer.Argument(..., help="Bundle folders."),
-    reference: Path = typer.Option(..., "--reference", help="The fp32 checkpoint the bundles came from."),
-    data: Path = typer.Option(..., "--data", help="Labelled folder (finetune layout)."),
-    split: str = typer.Option("test", help="test | val | train | all."),
-    seed: int = typer.Option(0, help="Split seed."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write rows as JSON here."),
-) -> None:
-    """Exported vs PyTorch fp32 (agreement) and each vs ground truth (Dice/IoU/HD95 or accuracy/F1)."""
-    from .bench.parity import bench_parity
-    from .io import atomic_write_json
-
-    rows = bench_parity(bundles, reference, data, split, seed)
-    if json_path:
-        atomic_write_json(json_path, {"rows": rows})
-    for r in rows:
-        key = "dice_change" if "dice_change" in r else "accuracy_change"
-        console.print(f"{r['bundle']}: {r['target']} {r['precision']}: agreement "
-                      f"{', '.join(f'{k}={v:.4f}' for k, v in r['agreement'].items())}; {key} {r[key]:+.4f}",
-                      highlight=False)
-
-
-@bench_app.command("suite")
-def bench_suite(suite_file: Path = typer.Argument(..., help="Suite YAML (see benchmarks/suite.yaml).")) -> None:
-    """Run a declared matrix: export or reuse bundles, latency + baselines + parity, JSON, Markdown, PNG plots."""
-    from .bench.suite import run_suite
-
-    _setup_logging(False)
-    result = run_suite(suite_file)
-    console.print(f"suite done: {result['rows']} latency rows, {result['parity_rows']} parity rows in "
-                  f"{result['out']}", highlight=False)
-
-
-@bench_app.command("import")
-def bench_import(
-    files: list[Path] = typer.Argument(..., help="android_demo JSON or TFLite benchmark_model text output."),
-    into: Path = typer.Option(..., "--into", help="JSON rows file to merge into (created if absent)."),
-    device: str | None = typer.Option(None, help="Device label for text outputs, e.g. 'Pixel 8 (Tensor G3)'."),
-    model: str | None = typer.Option(None, help="Model name for text outputs."),
-) -> None:
-    """Merge results measured elsewhere (phones, tablets) into the same JSON rows as host runs."""
-    from .bench.importers import import_file
-    from .bench.stats import read_rows, write_rows
-
-    existing = read_rows(into) if into.is_file() else []
-    new = [row for f in files for row in import_file(f, device, model)]
-    write_rows(into, existing + new)
-    console.print(f"merged {len(new)} row(s) into {into} ({len(existing) + len(new)} in all)", highlight=False)
-
-
-@bench_app.command("peak")
-def bench_peak(
-    threads: str = typer.Option("1,2", help="Thread counts."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write the measurements here."),
-) -> None:
-    """This host's peak fp32 (numpy BLAS) and int8 (ONNX Runtime MatMulInteger) GEMM throughput."""
-    from .bench.host import host_device
-    from .bench.peak import measure_peak
-    from .io import atomic_write_json
-
-    rows = measure_peak(_int_list(threads, "--threads"))
-    if json_path:
-        atomic_write_json(json_path, {"device": host_device(), "rows": rows})
-    for r in rows:
-        console.print(f"{r['threads']} thread(s): fp32 GEMM {r['fp32_gemm_gflops']:.1f} GFLOP/s, int8 GEMM "
-                      f"{r['int8_gemm_gops']:.1f} GOP/s", highlight=False)
+_register_finetune(app)
 
 
 def _run(typer_app: typer.Typer, args: list[str] | None = None) -> None:

@@ -1,0 +1,131 @@
+"""`pocus bench ...` commands: latency, parity, suite, import, peak."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from ..cli_common import console, setup_logging
+from ..errors import PocusError
+
+_setup_logging = setup_logging
+
+
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: latency of bundles on this host.")
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise PocusError(f"{flag} {text!r}: expected comma-separated integers such as 1,2,4")
+    if not values or min(values) < 1:
+        raise PocusError(f"{flag} {text!r}: values must be >= 1")
+    return values
+
+
+@bench_app.command("latency")
+def bench_latency(
+    bundles: list[Path] = typer.Argument(..., help="Bundle folders."),
+    threads: str = typer.Option("1", help="Thread counts, comma-separated, e.g. 1,2,4."),
+    warmup: int = typer.Option(10, help="Untimed warm-up runs per bundle."),
+    runs: int = typer.Option(100, help="Timed runs per bundle (interleaved across bundles)."),
+    batch: int = typer.Option(1, help="Batch size per call."),
+    profile: str | None = typer.Option(None, help="Host-emulation profile: phone | tablet | jetson | cart."),
+    backend: str | None = typer.Option(None, help="Override the bundle's backend (e.g. onnxruntime for a TRT kit)."),
+    no_cold_start: bool = typer.Option(False, "--no-cold-start", help="Skip the fresh-process cold-start run."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write result rows as JSON here."),
+    md_path: Path | None = typer.Option(None, "--md", help="Write a Markdown table here."),
+) -> None:
+    """Latency p50/p90/p99, FPS, cold start, peak RSS, size and GFLOP/s per bundle x threads."""
+    from ..io import atomic_write_text
+    from .host import apply_profile
+    from .latency import check_bundles, measure_latency
+    from .report import latency_table
+    from .stats import write_rows
+
+    _setup_logging(False)
+    check_bundles(bundles)
+    profile_threads = apply_profile(profile)
+    thread_list = _int_list(threads, "--threads") if threads != "1" or profile_threads is None else profile_threads
+    command = "pocus bench latency " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "latency"] else
+                                                 sys.argv[1:])
+    rows = measure_latency(bundles, thread_list, warmup, runs, batch, profile, command, backend, not no_cold_start)
+    table = latency_table(rows)
+    if json_path:
+        write_rows(json_path, rows)
+    if md_path:
+        atomic_write_text(md_path, table)
+    Console().print(table)
+
+
+@bench_app.command("parity")
+def bench_parity_cmd(
+    bundles: list[Path] = typer.Argument(..., help="Bundle folders."),
+    reference: Path = typer.Option(..., "--reference", help="The fp32 checkpoint the bundles came from."),
+    data: Path = typer.Option(..., "--data", help="Labelled folder (finetune layout)."),
+    split: str = typer.Option("test", help="test | val | train | all."),
+    seed: int = typer.Option(0, help="Split seed."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write rows as JSON here."),
+) -> None:
+    """Exported vs PyTorch fp32 (agreement) and each vs ground truth (Dice/IoU/HD95 or accuracy/F1)."""
+    from ..io import atomic_write_json
+    from .parity import bench_parity
+
+    rows = bench_parity(bundles, reference, data, split, seed)
+    if json_path:
+        atomic_write_json(json_path, {"rows": rows})
+    for r in rows:
+        key = "dice_change" if "dice_change" in r else "accuracy_change"
+        console.print(f"{r['bundle']}: {r['target']} {r['precision']}: agreement "
+                      f"{', '.join(f'{k}={v:.4f}' for k, v in r['agreement'].items())}; {key} {r[key]:+.4f}",
+                      highlight=False)
+
+
+@bench_app.command("suite")
+def bench_suite(suite_file: Path = typer.Argument(..., help="Suite YAML (see benchmarks/suite.yaml).")) -> None:
+    """Run a declared matrix: export or reuse bundles, latency + baselines + parity, JSON, Markdown, PNG plots."""
+    from .suite import run_suite
+
+    _setup_logging(False)
+    result = run_suite(suite_file)
+    console.print(f"suite done: {result['rows']} latency rows, {result['parity_rows']} parity rows in "
+                  f"{result['out']}", highlight=False)
+
+
+@bench_app.command("import")
+def bench_import(
+    files: list[Path] = typer.Argument(..., help="android_demo JSON or TFLite benchmark_model text output."),
+    into: Path = typer.Option(..., "--into", help="JSON rows file to merge into (created if absent)."),
+    device: str | None = typer.Option(None, help="Device label for text outputs, e.g. 'Pixel 8 (Tensor G3)'."),
+    model: str | None = typer.Option(None, help="Model name for text outputs."),
+) -> None:
+    """Merge results measured elsewhere (phones, tablets) into the same JSON rows as host runs."""
+    from .importers import import_file
+    from .stats import read_rows, write_rows
+
+    existing = read_rows(into) if into.is_file() else []
+    new = [row for f in files for row in import_file(f, device, model)]
+    write_rows(into, existing + new)
+    console.print(f"merged {len(new)} row(s) into {into} ({len(existing) + len(new)} in all)", highlight=False)
+
+
+@bench_app.command("peak")
+def bench_peak(
+    threads: str = typer.Option("1,2", help="Thread counts."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the measurements here."),
+) -> None:
+    """This host's peak fp32 (numpy BLAS) and int8 (ONNX Runtime MatMulInteger) GEMM throughput."""
+    from ..io import atomic_write_json
+    from .host import host_device
+    from .peak import measure_peak
+
+    rows = measure_peak(_int_list(threads, "--threads"))
+    if json_path:
+        atomic_write_json(json_path, {"device": host_device(), "rows": rows})
+    for r in rows:
+        console.print(f"{r['threads']} thread(s): fp32 GEMM {r['fp32_gemm_gflops']:.1f} GFLOP/s, int8 GEMM "
+                      f"{r['int8_gemm_gops']:.1f} GOP/s", highlight=False)

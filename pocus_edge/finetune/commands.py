@@ -1,0 +1,130 @@
+"""`pocus finetune`, `pocus eval`, `pocus sweep` and `pocus embed-plot`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from ..cli_common import console, print_summary, setup_logging
+from ..errors import PocusError
+
+_setup_logging = setup_logging
+_print_summary = print_summary
+
+
+def register(app: typer.Typer) -> None:
+    """Add the downstream-evaluation commands to the `pocus` app."""
+    app.command()(finetune)
+    app.command("eval")(eval_cmd)
+    app.command()(sweep)
+    app.command("embed-plot")(embed_plot_cmd)
+
+
+def finetune(
+    task: str = typer.Argument(..., help="seg (U-Net) or cls (classifier)."),
+    data: Path = typer.Option(..., "--data", help="Folder with images/, masks/, manifest.csv (or class folders)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: model.safetensors + model.json, metrics, splits."),
+    encoder: str = typer.Option("random", help="random, or a student.safetensors from pocus distill."),
+    architecture: str = typer.Option("resnet50", help="Encoder architecture (timm/smp name)."),
+    linear_probe: bool = typer.Option(False, "--linear-probe", help="Freeze the encoder; train only the head."),
+    label_fraction: float = typer.Option(1.0, help="Share of the training split used (0 < F <= 1)."),
+    epochs: int = typer.Option(20, help="Epochs."),
+    image_size: int = typer.Option(256, help="Input size, multiple of 32."),
+    batch_size: int = typer.Option(16, help="Batch size."),
+    lr: float | None = typer.Option(None, help="AdamW learning rate [3e-4; 1e-3 for the linear probe]."),
+    max_steps_per_epoch: int = typer.Option(0, help="Cap optimizer steps per epoch (0 = full epochs)."),
+    seed: int = typer.Option(0, help="Seed for splits, init and augmentation."),
+    threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
+    quiet: bool = typer.Option(False, "--quiet"),
+    json_out: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
+) -> None:
+    """Fine-tune or linearly probe a U-Net / classifier on labelled ultrasound; writes an exportable checkpoint."""
+    from .train import TASK_NAMES, FinetuneConfig, run_finetune
+
+    if task not in TASK_NAMES:
+        raise PocusError(f"task {task!r}: use seg or cls")
+    _setup_logging(quiet)
+    cfg = FinetuneConfig(task=TASK_NAMES[task], data=str(data), out=str(out), encoder=encoder,
+                         architecture=architecture, linear_probe=linear_probe, label_fraction=label_fraction,
+                         epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
+                         threads=threads, max_steps_per_epoch=max_steps_per_epoch)
+    summary = run_finetune(cfg)
+    if json_out:
+        print(json.dumps(summary, indent=2))
+    elif not quiet:
+        flat = {"encoder": summary["encoder"], "train/val/test images":
+                f"{summary['train_images']}/{summary['val_images']}/{summary['test_images']}",
+                **{f"test {k}": v for k, v in summary["test"].items() if isinstance(v, (int, float))},
+                "wall time (s)": summary["wall_time_s"]}
+        _print_summary("finetune", flat, out)
+
+
+def eval_cmd(
+    model: Path = typer.Argument(..., help="A finetune checkpoint (model.safetensors) or an exported bundle folder."),
+    data: Path = typer.Option(..., "--data", help="Labelled folder (same layout as pocus finetune)."),
+    split: str = typer.Option("test", help="test | val | train | all (splits as in pocus finetune)."),
+    seed: int = typer.Option(0, help="Split seed (use the fine-tune's)."),
+    threads: int | None = typer.Option(None, help="Runtime threads for bundles."),
+    out: Path | None = typer.Option(None, "--out", help="Write eval.json with per-image rows here."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Ground-truth metrics (Dice, IoU, HD95 / accuracy, macro-F1) for a checkpoint or a bundle."""
+    from .eval_cli import run_eval
+
+    report = run_eval(model, data, split, seed, threads, out)
+    if json_out:
+        print(json.dumps(report, indent=2))
+    else:
+        flat = {"evaluated as": report["evaluated_as"], "split": report["split"],
+                **{k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))}}
+        _print_summary("eval", flat, model)
+
+
+def sweep(
+    task: str = typer.Argument(..., help="seg or cls."),
+    data: Path = typer.Option(..., "--data", help="Labelled folder."),
+    encoder: list[str] = typer.Option(["random"], "--encoder", help="random or NAME=student.safetensors "
+                                      "(repeatable)."),
+    fractions: str = typer.Option("0.05,0.1,0.2,0.5,1", help="Label fractions, comma-separated."),
+    out: Path = typer.Option(..., "--out", help="Folder for runs/, sweep.json and sweep.md."),
+    epochs: int = typer.Option(20, help="Epochs per run."),
+    image_size: int = typer.Option(256, help="Input size."),
+    batch_size: int = typer.Option(16, help="Batch size."),
+    max_steps_per_epoch: int = typer.Option(0, help="Cap optimizer steps per epoch (0 = full)."),
+    linear_probe: bool = typer.Option(False, "--linear-probe"),
+    threads: int = typer.Option(0, help="torch CPU threads."),
+) -> None:
+    """Label fractions x initialisations -> a Table-3-style Markdown + JSON table of test metrics."""
+    from .sweep import parse_encoders, run_sweep
+    from .train import TASK_NAMES
+
+    if task not in TASK_NAMES:
+        raise PocusError(f"task {task!r}: use seg or cls")
+    try:
+        fraction_list = [float(f) for f in fractions.split(",") if f.strip()]
+    except ValueError:
+        raise PocusError(f"--fractions {fractions!r}: expected numbers such as 0.05,0.1,1")
+    _setup_logging(True)
+    result = run_sweep(TASK_NAMES[task], str(data), parse_encoders(encoder), fraction_list, out, epochs=epochs,
+                       image_size=image_size, batch_size=batch_size, max_steps_per_epoch=max_steps_per_epoch,
+                       linear_probe=linear_probe, threads=threads)
+    from .sweep import sweep_table
+
+    Console().print(sweep_table(result))
+
+
+def embed_plot_cmd(
+    encoder: list[str] = typer.Option(..., "--encoder", help="random or a student.safetensors (repeatable)."),
+    data: list[Path] = typer.Option(..., "--data", help="Dataset folders, one colour each (repeatable)."),
+    out: Path = typer.Option(Path("embeddings.png"), "--out", help="PNG to write."),
+    per_dataset: int = typer.Option(100, help="Frames per dataset."),
+    image_size: int = typer.Option(224, help="Input size."),
+) -> None:
+    """t-SNE of encoder embeddings coloured by dataset (the paper's Fig. 2)."""
+    from .embed_plot import embed_plot
+
+    counts = embed_plot(encoder, data, out, per_dataset, image_size)
+    console.print(f"wrote {out}: {counts}", highlight=False)
