@@ -26,3 +26,4 @@ test-slow: venv
 
 lint: venv
 	$(VENV)/bin/ruff check pocus_edge tests benchmarks
+	$(VENV)/bin/mypy --ignore-missing-imports --follow-imports=silent pocus_edge/runtime pocus_edge/export/bundle.py
