@@ -178,3 +178,14 @@ def test_cli_export_info_and_errors(bundle_factory, tmp_path):
     assert json.loads(ok.stdout)["parity"]["status"] == "passed"
     again = run_cli("export", "encoder-resnet50", "-t", "onnx", "--image-size", "64", "--out", str(out))
     assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_ort_format_for_mobile_runtime(bundle_factory):
+    import onnxruntime as ort
+
+    bundle = bundle_factory("onnx", "fp32", model="encoder-resnet50", ort_format=True)
+    manifest = verify_bundle(bundle)
+    assert "model.ort" in manifest["files"]
+    session = ort.InferenceSession(str(bundle / "model.ort"), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"image": np.zeros((1, 3, 64, 64), np.float32)})[0]
+    assert out.shape == (1, 2048)

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Export benchmark: trained BUSI U-Net-R50 and classifier (benchmarks/downstream/train_busi_models.sh) and the
-# embedding model, at 256 px, every target x precision that runs here; parity on held-out BUSI frames
-# (never the calibration frames); CPU latency at 1 and 2 threads. Writes benchmarks/export/results/.
+# embedding model, at 256 px, every target x precision that runs here; parity on held-out BUSI frames (never
+# the calibration frames); then CPU latency at 1 and 2 threads on a quiet machine.
+#   benchmarks/export/run_export_bench.sh export unet classifier embedding
+#   benchmarks/export/run_export_bench.sh latency
+#   benchmarks/export/run_export_bench.sh report
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${POCUS_SHARED_DATA:-../shared/data}
@@ -11,15 +14,22 @@ RES=benchmarks/export/results
 mkdir -p "$OUT" "$RES"
 declare -A MODELS=([unet]="$RUNS/busi-seg-rand/model.safetensors" [classifier]="$RUNS/busi-cls-rand/model.safetensors"
                    [embedding]="encoder-resnet50")
-for name in unet classifier embedding; do
-  for tp in onnx:fp32 onnx:fp16 onnx:int8 tflite:fp32 tflite:fp16 tflite:int8 coreml:fp16 coreml:int8 \
-            tensorrt:fp16 tensorrt:int8; do
-    t=${tp%%:*}; p=${tp##*:}
-    .venv/bin/pocus-export "${MODELS[$name]}" --target "$t" --precision "$p" --image-size 256 \
-      --calib-data "$DATA/busi" --num-parity 64 --out "$OUT/$name-$t-$p" --overwrite --quiet --json \
-      > "$RES/$name-$t-$p.json" 2> "$RES/$name-$t-$p.err" || echo "{\"failed\": true}" > "$RES/$name-$t-$p.json"
-  done
-done
-.venv/bin/pocus bench latency "$OUT"/*-onnx-* "$OUT"/*-tflite-* --threads 1,2 --warmup 5 --runs 30 \
-  --json "$RES/latency.json" --md "$RES/latency.md"
-.venv/bin/python benchmarks/export/report_export.py "$RES" > benchmarks/export/README.md.new
+stage=$1; shift
+case $stage in
+  export)
+    for name in "$@"; do
+      for tp in onnx:fp32 onnx:fp16 onnx:int8 tflite:fp32 tflite:fp16 tflite:int8 coreml:fp16 coreml:int8 \
+                tensorrt:fp16 tensorrt:int8; do
+        t=${tp%%:*}; p=${tp##*:}
+        /usr/bin/time -f "%e s" -o "$RES/$name-$t-$p.time" \
+          .venv/bin/pocus-export "${MODELS[$name]}" --target "$t" --precision "$p" --image-size 256 \
+          --calib-data "$DATA/busi" --num-parity 64 --out "$OUT/$name-$t-$p" --overwrite --quiet --json \
+          > "$RES/$name-$t-$p.json" 2> "$RES/$name-$t-$p.err" || echo '{"failed": true}' > "$RES/$name-$t-$p.json"
+      done
+    done ;;
+  latency)
+    .venv/bin/pocus bench latency "$OUT"/*-onnx-* "$OUT"/*-tflite-* --threads 1,2 --warmup 5 --runs 30 \
+      --json "$RES/latency.json" --md "$RES/latency.md" ;;
+  report)
+    .venv/bin/python benchmarks/export/report_export.py "$RES" ;;
+esac

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Downstream runs at CPU scale (R50-Rand), beside the paper's R50-Rand rows. See README.md here for results.
+#   busi-seg-rand / busi-cls-rand: train_busi_models.sh (full fine-tuning, 256 px, 3 x 40 steps of batch 8)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${POCUS_SHARED_DATA:-../shared/data}
+OUT=benchmarks/downstream/runs
+case ${1:-all} in
+  probe)   # Table 1 protocol: frozen encoder, BUSI segmentation
+    .venv/bin/pocus finetune seg --data "$DATA/busi" --out "$OUT/busi-seg-rand-probe" --encoder random --linear-probe \
+      --epochs 3 --max-steps-per-epoch 40 --batch-size 8 --image-size 256 --threads 2 --quiet ;;
+  hc18)
+    .venv/bin/pocus finetune seg --data "$DATA/hc18" --out "$OUT/hc18-seg-rand" --encoder random \
+      --epochs 3 --max-steps-per-epoch 40 --batch-size 8 --image-size 256 --threads 2 --quiet ;;
+  sweep)   # label fractions on BUSI classification, smaller (128 px, 2 x 20 steps) to fit a CPU session
+    .venv/bin/pocus sweep cls --data "$DATA/busi" --encoder random --fractions 0.05,0.1,0.2,0.5,1 \
+      --out "$OUT/busi-cls-sweep" --epochs 2 --max-steps-per-epoch 20 --batch-size 8 --image-size 128 --threads 2 ;;
+esac
