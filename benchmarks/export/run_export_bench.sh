@@ -18,11 +18,11 @@ stage=$1; shift
 case $stage in
   export)
     for name in "$@"; do
-      for tp in onnx:fp32 onnx:fp16 onnx:int8 tflite:fp32 tflite:fp16 tflite:int8 coreml:fp16 coreml:int8 \
-                tensorrt:fp16 tensorrt:int8; do
+      for tp in ${PAIRS:-onnx:fp32 onnx:fp16 onnx:int8 tflite:fp32 tflite:fp16 tflite:int8 coreml:fp16 coreml:int8 \
+                tensorrt:fp16 tensorrt:int8}; do
         t=${tp%%:*}; p=${tp##*:}
         /usr/bin/time -f "%e s" -o "$RES/$name-$t-$p.time" \
-          .venv/bin/pocus-export "${MODELS[$name]}" --target "$t" --precision "$p" --image-size 256 \
+          .venv/bin/pocus-export "${MODELS[$name]}" --target "$t" --precision "$p" --image-size 256 ${EXTRA:-} \
           --calib-data "$DATA/busi" --num-parity 64 --out "$OUT/$name-$t-$p" --overwrite --quiet --json \
           > "$RES/$name-$t-$p.json" 2> "$RES/$name-$t-$p.err" || echo '{"failed": true}' > "$RES/$name-$t-$p.json"
       done
