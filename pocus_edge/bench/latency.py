@@ -2,7 +2,8 @@
 
 Timed calls go through the runtime's backend on an already pre-processed input (the model's own cost);
 runs of different bundles are interleaved round-robin, so drift in machine speed hits all alike.
-Cold start (load + first inference) and peak RSS are measured in a fresh subprocess per bundle.
+Cold start (load + first inference) and peak RSS are measured in a fresh subprocess per bundle. Peak RSS is
+the child's VmHWM: getrusage's ru_maxrss carries the parent's high-water mark across fork+exec on Linux.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from .stats import NOISY_CV, ROW_SCHEMA, coefficient_of_variation, fps, latency_
 log = logging.getLogger(__name__)
 
 _COLD = """
-import json, resource, sys, time
+import json, sys, time
 t0 = time.perf_counter()
 import numpy as np
 from pocus_edge.runtime import load
@@ -34,7 +35,8 @@ p = load(sys.argv[1], threads=int(sys.argv[2]))
 x, _ = p.preprocess([np.zeros((256, 256), np.uint8)])
 p.run_model(x)
 cold = (time.perf_counter() - t0) * 1000
-print(json.dumps({"cold_start_ms": cold, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
+print(json.dumps({"cold_start_ms": cold, "peak_rss_mb": hwm}))
 """
 
 
