@@ -29,9 +29,9 @@ def _relaxed(bundle: Path) -> bool:
 
 
 def main(results: Path) -> None:
-    latency = json.loads((results / "latency.json").read_text())["rows"] if (results / "latency.json").is_file() \
-        else []
-    p50 = {(Path(r["bundle"]).name, r["threads"]): r["latency_ms"]["p50"] for r in latency}
+    lat_path = next((p for p in (results / "latency.json", results.parent / "latency.json") if p.is_file()), None)
+    latency = json.loads(lat_path.read_text())["rows"] if lat_path else []
+    p50 = {(Path(r["bundle"]).name, r["threads"]): r["latency_ms"]["p50"] for r in latency if r["bundle"]}
     print("| model | target | precision | size MB | × fp32 size | parity | metric | p50 ms @1 thr | p50 ms @2 thr |")
     print("|---|---|---|---|---|---|---|---|---|")
     base: dict[str, float] = {}
