@@ -50,15 +50,11 @@ def _subsample(refs: list, count: int, seed: int) -> list:
 def phantom_set(count: int, seed: int = 1000) -> ImageSet:
     """Synthetic speckle phantoms (the fallback when no folder is given)."""
     from ..data.phantoms import make_phantom
-
-    images = [make_phantom(seed + i, (256, 256), "sector" if i % 2 == 0 else "linear").image for i in range(count)]
-    return ImageSet([to01(im) for im in images], [f"phantom:{seed + i}" for i in range(count)], "synthetic phantoms")
-
-
-def to01(image: np.ndarray) -> np.ndarray:
     from ..runtime.images import to_gray01
 
-    return to_gray01(image)
+    images = [make_phantom(seed + i, (256, 256), "sector" if i % 2 == 0 else "linear").image for i in range(count)]
+    return ImageSet([to_gray01(im) for im in images], [f"phantom:{seed + i}" for i in range(count)],
+                    "synthetic phantoms")
 
 
 def calibration_and_parity(calib_dir: Path | None, parity_dir: Path | None, num_calib: int, num_parity: int,
