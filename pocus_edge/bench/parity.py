@@ -25,7 +25,7 @@ def bench_parity(bundles: list[Path], reference: Path, data: Path, split: str = 
     from ..finetune.evaluate import evaluate_outputs
     from ..runtime import load
     from ..runtime.images import to_gray01
-    from ..runtime.preprocess import normalized_chw
+    from ..runtime.preprocess import normalization, normalized_chw
 
     net, spec = resolve_model(str(reference), None)
     if spec.task == "embedding":
@@ -33,8 +33,7 @@ def bench_parity(bundles: list[Path], reference: Path, data: Path, split: str = 
     samples = read_samples(data, spec.task)
     if split != "all":
         samples = split_samples(samples, seed, spec.task == "classification")[split]
-    pre = {"image_size": [spec.image_size] * 2, "raw_input": False, "scale": 1 / 255, "mean": list(spec.mean),
-           "std": list(spec.std)}
+    pre = normalization(spec.image_size, spec.mean, spec.std)
 
     def torch_predict(grays: list[np.ndarray]) -> np.ndarray:
         with torch.no_grad():

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import CheckpointError, ConfigError
 from ..models.tasks import TaskSpec, build_task_model, randomize_batchnorm
 from .wrappers import calibrate_smoke_head
@@ -37,11 +36,10 @@ def _builtin(name: str, image_size: int) -> tuple[nn.Module, TaskSpec]:
 
 def _phantom_batch(image_size: int) -> torch.Tensor:
     """16 normalised phantom frames, the data the smoke models' BatchNorm and head are fitted to."""
-    from ..runtime.preprocess import normalized_chw
+    from ..runtime.preprocess import normalization, normalized_chw
     from .data import phantom_set
 
-    pre = {"image_size": [image_size, image_size], "raw_input": False, "scale": 1 / 255,
-           "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    pre = normalization(image_size)
     return torch.from_numpy(np.stack([normalized_chw(im, pre) for im in phantom_set(16, seed=500).images]))
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..runtime.preprocess import normalized_chw
+from ..runtime.preprocess import normalization, normalized_chw
 
 
 def _frames(folder: Path, per_dataset: int) -> list[np.ndarray]:
@@ -52,8 +52,7 @@ def embed_plot(encoders: list[str], data: list[Path], out: Path, per_dataset: in
 
     if not encoders or not data:
         raise ConfigError("give at least one --encoder and one --data folder")
-    pre = {"image_size": [image_size] * 2, "raw_input": False, "scale": 1 / 255,
-           "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    pre = normalization(image_size)
     frames = {Path(d).name: _frames(Path(d), per_dataset) for d in data}
     fig, axes = plt.subplots(1, len(encoders), figsize=(5 * len(encoders), 4.5), squeeze=False)
     counts = {}

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..io import atomic_write_json
+from ..runtime.preprocess import normalization
 from .data import read_samples, split_samples
 from .evaluate import evaluate_outputs
 
@@ -35,8 +36,7 @@ def _predictor(model: Path, threads: int | None):
     net, spec = resolve_model(str(model), None)
     if spec.task == "embedding":
         raise ConfigError(f"{model}: an encoder has no task head; fine-tune it first")
-    pre = {"image_size": [spec.image_size] * 2, "raw_input": False, "scale": 1 / 255, "mean": list(spec.mean),
-           "std": list(spec.std)}
+    pre = normalization(spec.image_size, spec.mean, spec.std)
 
     def predict(grays: list[np.ndarray]) -> np.ndarray:
         from ..runtime.preprocess import normalized_chw

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..runtime.images import to_gray01
-from ..runtime.preprocess import normalized_chw, resize_bilinear
+from ..runtime.preprocess import normalization, normalized_chw, resize_bilinear
 from ..runtime.results import sigmoid, softmax
 from .data import Sample, load_pair
 from .metrics import accuracy, confusion_matrix, dice_score, hd95, iou_score, macro_f1, mean_ignoring_nan
@@ -54,8 +54,7 @@ def evaluate_model(model, samples: list[Sample], task: str, labels: list[str], i
     """Metrics of a torch model (eval mode, no grad) on samples."""
     import torch
 
-    pre = {"image_size": [image_size] * 2, "raw_input": False, "scale": 1 / 255,
-           "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    pre = normalization(image_size)
 
     def predict(grays: list[np.ndarray]) -> np.ndarray:
         x = torch.from_numpy(np.stack([normalized_chw(g, pre) for g in grays]))

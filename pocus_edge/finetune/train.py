@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from ..errors import ConfigError
 from ..io import atomic_write_json, atomic_write_text
-from ..runtime.preprocess import normalized_chw, resize_bilinear
+from ..runtime.preprocess import normalization, normalized_chw, resize_bilinear
 from .data import Sample, label_fraction, load_pair, read_samples, split_samples
 from .evaluate import evaluate_model
 from .model import build_finetune_model, save_task_model
@@ -87,8 +87,7 @@ def _loss(task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 
 
 def _batches(cfg: FinetuneConfig, data: list[tuple], labels: list[str], rng: np.random.Generator):
-    pre = {"image_size": [cfg.image_size] * 2, "raw_input": False, "scale": 1 / 255,
-           "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    pre = normalization(cfg.image_size)
     order = rng.permutation(len(data))
     for start in range(0, len(order) - cfg.batch_size + 1 if len(order) >= cfg.batch_size else 1, cfg.batch_size):
         xs, ys = [], []

@@ -47,6 +47,16 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalization(image_size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> dict[str, Any]:
+    """The pre-processing fields `normalized_chw` needs for a normalised 3-channel model input."""
+    return {"image_size": [image_size, image_size], "raw_input": False, "scale": 1 / 255, "mean": list(mean),
+            "std": list(std)}
+
+
 def normalized_chw(gray: np.ndarray, pre: dict[str, Any]) -> np.ndarray:
     """Gray H x W in [0,1] -> the model's C x S x S float32 input (before layout and quantisation)."""
     height, width = pre["image_size"]
