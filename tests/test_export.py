@@ -189,3 +189,12 @@ def test_ort_format_for_mobile_runtime(bundle_factory):
     session = ort.InferenceSession(str(bundle / "model.ort"), providers=["CPUExecutionProvider"])
     out = session.run(None, {"image": np.zeros((1, 3, 64, 64), np.float32)})[0]
     assert out.shape == (1, 2048)
+
+
+def test_tflite_nhwc_and_coreml_palettize(bundle_factory):
+    """Mobile options: channels-last TFLite I/O that still matches PyTorch; a palettised Core ML package."""
+    nhwc = verify_bundle(bundle_factory("tflite", "fp32", model="classifier-resnet50", nhwc=True))
+    assert nhwc["inputs"][0]["layout"] == "NHWC" and nhwc["inputs"][0]["shape"] == [1, 64, 64, 3]
+    assert nhwc["parity"]["status"] == "passed" and nhwc["parity"]["metrics"]["top1_agreement"] == 1.0
+    palette = verify_bundle(bundle_factory("coreml", "fp16", palettize=6))
+    assert palette["target_options"]["weights"] == "6-bit k-means palette"
