@@ -266,6 +266,11 @@ def export_main() -> None:
     _run(app, ["export", *sys.argv[1:]])
 
 
+def bench_main() -> None:
+    """Entry point of `pocus-bench` (same as `pocus bench`)."""
+    _run(app, ["bench", *sys.argv[1:]])
+
+
 def distill_main() -> None:
     """Entry point of `pocus-distill` (same as `pocus distill`)."""
     _run(app, ["distill", *sys.argv[1:]])

@@ -111,3 +111,47 @@ def test_tiny_suite_end_to_end(tmp_path):
     again = run_cli("bench", "suite", str(path))
     assert again.returncode == 0
     assert (tmp_path / "suite" / "bundles" / "enc-onnx-fp32" / "manifest.json").stat().st_mtime == stamp  # reused
+
+
+def test_import_coreml_report_keeps_real_percentiles_and_placement(tmp_path):
+    from pocus_edge.bench.importers import import_file
+
+    report = json.loads((SAMPLES / "coreml_report.json").read_text())
+    row = import_file(SAMPLES / "coreml_report.json")[0]
+    assert row["latency_ms"]["p50"] == pytest.approx(np.percentile(report["prediction_ms"], 50))
+    assert row["latency_ms"]["p99"] == pytest.approx(np.percentile(report["prediction_ms"], 99))
+    assert row["runs"] == 20 and row["cold_start_ms"] == pytest.approx(812.5 + 30.7)
+    assert row["device"] == {"kind": "device", "label": "Mac14,2 (Apple M2)", "name": "Mac14,2 (Apple M2)",
+                             "os": "macOS 15.1"}
+    assert row["backend"] == "coreml (ALL)" and row["target"] == "coreml" and row["precision"] == "fp16"
+    devices = row["compute_placement"]["devices"]
+    assert devices["neural_engine"]["ops"] == 22 and row["compute_placement"]["unplaced_ops"] == 3
+    assert sum(d["cost_share"] for d in devices.values()) == pytest.approx(1.0)
+    assert row["gflops_per_s"] == pytest.approx(42.0 / (row["latency_ms"]["p50"] / 1000))
+    del report["prediction_ms"]
+    (tmp_path / "broken.json").write_text(json.dumps(report))
+    proc = run_cli("bench", "import", str(tmp_path / "broken.json"), "--into", str(tmp_path / "rows.json"))
+    assert proc.returncode == 2 and "malformed Core ML report" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_placement_summary_counts_and_shares():
+    from pocus_edge.bench.coreml_report import summarize_placement
+
+    s = summarize_placement([("const", None, None), ("conv", "neural_engine", 0.3), ("conv", "neural_engine", 0.3),
+                             ("softmax", "cpu", 0.2), ("resize", "gpu", None)])
+    ne = s["devices"]["neural_engine"]
+    assert s["unplaced_ops"] == 1 and ne["ops"] == 2 and ne["cost_share"] == pytest.approx(0.75)
+    assert s["devices"]["gpu"]["cost_share"] == 0.0 and s["devices"]["cpu"]["cost_share"] == pytest.approx(0.25)
+
+
+def test_coreml_report_refuses_clearly_off_a_mac(bundle_factory, tmp_path):
+    import platform
+
+    onnx_bundle = bundle_factory("onnx", "fp32")
+    proc = run_cli("bench", "coreml-report", str(onnx_bundle), "--out", str(tmp_path / "r.json"))
+    assert proc.returncode == 2 and "coreml-report times coreml bundles" in proc.stderr
+    if platform.system() != "Darwin":
+        proc = run_cli("bench", "coreml-report", str(bundle_factory("coreml", "fp16")), "--out",
+                       str(tmp_path / "r.json"))
+        assert proc.returncode == 2 and "Core ML predicts only on macOS" in proc.stderr
+        assert not (tmp_path / "r.json").exists()

@@ -146,6 +146,17 @@ def test_eval_sweep_and_embed_plot(tmp_path, phantom_dir):
 
     row = bench_parity([tmp_path / "bundle"], ckpt, data)[0]
     assert row["agreement"]["dice_mean"] > 0.99 and abs(row["dice_change"]) < 0.01
+    import yaml
+
+    suite = {"out": str(tmp_path / "suite"), "image_size": 64, "models": {"seg": str(ckpt)},
+             "targets": {"onnx": ["fp32"]}, "parity_data": str(data), "references": {"seg": str(ckpt)}}
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    proc = run_cli("bench", "suite", str(tmp_path / "suite.yaml"), "--only", "parity")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (tmp_path / "suite" / "report.md").read_text()
+    assert "| seg-onnx-fp32 | onnx | fp32 |" in report and "PyTorch fp32 ground truth" in report
+    assert not (tmp_path / "suite" / "latency.json").exists()
+    assert len(json.loads((tmp_path / "suite" / "parity.json").read_text())["rows"]) == 1
     plot = tmp_path / "fig.png"
     proc = run_cli("embed-plot", "--encoder", "random", "--data", str(data), "--data", str(phantom_dir),
                    "--per-dataset", "15", "--image-size", "64", "--out", str(plot))

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${POCUS_SHARED_DATA:-../shared/data}
 OUT=benchmarks/downstream/runs
+STUDENT=${STUDENT:-runs/r2_real_data/student.safetensors}
+COMMON=(--epochs 3 --max-steps-per-epoch 40 --batch-size 8 --image-size 256 --threads 2 --quiet)
 case ${1:-all} in
   probe)   # Table 1 protocol: frozen encoder, BUSI segmentation
     .venv/bin/pocus finetune seg --data "$DATA/busi" --out "$OUT/busi-seg-rand-probe" --encoder random --linear-probe \
@@ -12,7 +14,19 @@ case ${1:-all} in
   hc18)
     .venv/bin/pocus finetune seg --data "$DATA/hc18" --out "$OUT/hc18-seg-rand" --encoder random \
       --epochs 3 --max-steps-per-epoch 40 --batch-size 8 --image-size 256 --threads 2 --quiet ;;
+  distill) # the student of benchmarks/distill's recorded run (random-weight teacher, 300 steps, ~30 min)
+    [ -f "$STUDENT" ] || benchmarks/distill/r2_real_data.sh "$(dirname "$STUDENT")" ;;
+  student) # the same rows with the distilled student as the encoder
+    [ -f "$STUDENT" ] || { echo "no $STUDENT: run '$0 distill' first" >&2; exit 1; }
+    .venv/bin/pocus finetune seg --data "$DATA/busi" --out "$OUT/busi-seg-student" --encoder "$STUDENT" "${COMMON[@]}"
+    .venv/bin/pocus finetune seg --data "$DATA/busi" --out "$OUT/busi-seg-student-probe" --encoder "$STUDENT" \
+      --linear-probe "${COMMON[@]}"
+    .venv/bin/pocus finetune cls --data "$DATA/busi" --out "$OUT/busi-cls-student" --encoder "$STUDENT" "${COMMON[@]}"
+    .venv/bin/pocus finetune seg --data "$DATA/hc18" --out "$OUT/hc18-seg-student" --encoder "$STUDENT" "${COMMON[@]}" ;;
   sweep)   # label fractions on BUSI classification, smaller (128 px, 2 x 20 steps) to fit a CPU session
-    .venv/bin/pocus sweep cls --data "$DATA/busi" --encoder random --fractions 0.05,0.1,0.2,0.5,1 \
+    ENCODERS=(--encoder random); [ -f "$STUDENT" ] && ENCODERS+=(--encoder "student=$STUDENT")
+    .venv/bin/pocus sweep cls --data "$DATA/busi" "${ENCODERS[@]}" --fractions 0.05,0.1,0.2,0.5,1 \
       --out "$OUT/busi-cls-sweep" --epochs 2 --max-steps-per-epoch 20 --batch-size 8 --image-size 128 --threads 2 ;;
+  all) for step in hc18 distill sweep student; do "$0" "$step"; done ;;
+  *) echo "usage: $0 [probe|hc18|distill|student|sweep|all]" >&2; exit 2 ;;
 esac

@@ -1,4 +1,4 @@
-"""`pocus bench ...` commands: latency, parity, suite, import, peak."""
+"""`pocus bench ...` commands: latency, parity, suite, import, coreml-report, peak."""
 
 from __future__ import annotations
 
@@ -86,19 +86,23 @@ def bench_parity_cmd(
 
 
 @bench_app.command("suite")
-def bench_suite(suite_file: Path = typer.Argument(..., help="Suite YAML (see benchmarks/suite.yaml).")) -> None:
+def bench_suite(
+    suite_file: Path = typer.Argument(..., help="Suite YAML (see benchmarks/suite.yaml)."),
+    only: str | None = typer.Option(None, "--only", help="latency | parity: run one stage, keep the other's results."),
+) -> None:
     """Run a declared matrix: export or reuse bundles, latency + baselines + parity, JSON, Markdown, PNG plots."""
     from .suite import run_suite
 
     _setup_logging(False)
-    result = run_suite(suite_file)
+    result = run_suite(suite_file, only)
     console.print(f"suite done: {result['rows']} latency rows, {result['parity_rows']} parity rows in "
                   f"{result['out']}", highlight=False)
 
 
 @bench_app.command("import")
 def bench_import(
-    files: list[Path] = typer.Argument(..., help="android_demo JSON or TFLite benchmark_model text output."),
+    files: list[Path] = typer.Argument(..., help="android_demo JSON, a Core ML report (bench coreml-report) or "
+                                                 "TFLite benchmark_model text."),
     into: Path = typer.Option(..., "--into", help="JSON rows file to merge into (created if absent)."),
     device: str | None = typer.Option(None, help="Device label for text outputs, e.g. 'Pixel 8 (Tensor G3)'."),
     model: str | None = typer.Option(None, help="Model name for text outputs."),
@@ -111,6 +115,25 @@ def bench_import(
     new = [row for f in files for row in import_file(f, device, model)]
     write_rows(into, existing + new)
     console.print(f"merged {len(new)} row(s) into {into} ({len(existing) + len(new)} in all)", highlight=False)
+
+
+@bench_app.command("coreml-report")
+def bench_coreml_report(
+    bundle: Path = typer.Argument(..., help="A coreml bundle folder."),
+    out: Path = typer.Option(..., "--out", help="Report JSON to write (then `pocus bench import` it anywhere)."),
+    compute_units: str = typer.Option("ALL", help="ALL | CPU_ONLY | CPU_AND_GPU | CPU_AND_NE."),
+    warmup: int = typer.Option(10, help="Untimed predictions after the first."),
+    runs: int = typer.Option(100, help="Timed predictions."),
+) -> None:
+    """On a Mac: load, prediction times and compute-unit placement of a Core ML bundle, as a report JSON."""
+    from ..io import atomic_write_json
+    from .coreml_report import measure_coreml_report, report_to_row
+
+    report = measure_coreml_report(bundle, compute_units, warmup, runs)
+    atomic_write_json(out, report)
+    row = report_to_row(report, out.name)
+    console.print(f"{row['device']['label']} {row['backend']}: p50 {row['latency_ms']['p50']:.2f} ms, cold start "
+                  f"{row['cold_start_ms']:.0f} ms -> {out}", highlight=False)
 
 
 @bench_app.command("peak")

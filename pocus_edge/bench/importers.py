@@ -4,6 +4,8 @@
 - TFLite's `benchmark_model` text output: its "Inference timings in us" line (init, first inference,
   warm-up average, inference average) and, when present, the "count=… avg=… std=…" statistics line.
   benchmark_model reports no percentiles: p50/p90/p99 stay null rather than being made up.
+- Core ML reports written on a Mac by `pocus bench coreml-report` (format pocus-coreml-report/1, see
+  coreml_report.py): every prediction time is kept, so percentiles are real.
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ def parse_tflite_benchmark(text: str, device_label: str, model: str) -> dict[str
 
 
 def import_file(path: Path, device_label: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
-    """Rows from a file: android_demo JSON (row schema) or benchmark_model text."""
+    """Rows from a file: android_demo JSON (row schema), a Core ML report, or benchmark_model text."""
+    from .coreml_report import REPORT_FORMAT, report_to_row
+
     path = Path(path)
     if not path.is_file():
         raise PocusError(f"{path}: no such file")
@@ -67,6 +71,8 @@ def import_file(path: Path, device_label: str | None = None, model: str | None =
             raise PocusError("benchmark_model text does not name the device: pass --device 'Pixel 8 (Tensor G3)'")
         rows = [parse_tflite_benchmark(text, device_label, model or path.stem)]
     else:
+        if isinstance(data, dict) and data.get("format") == REPORT_FORMAT:
+            data = report_to_row(data, path.name)
         rows = data["rows"] if isinstance(data, dict) and "rows" in data else data if isinstance(data, list) else [data]
         for row in rows:
             row.setdefault("source", f"imported: {path.name}")

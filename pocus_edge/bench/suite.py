@@ -54,16 +54,24 @@ def _bundle(suite: dict, name: str, model: str, target: str, precision: str) -> 
     return out
 
 
-def run_suite(path: Path) -> dict[str, Any]:
+STAGES = ("latency", "parity")
+
+
+def run_suite(path: Path, only: str | None = None) -> dict[str, Any]:
+    """Run the suite; `only` runs one stage and keeps the other's previous results (rows files in `out`)."""
     from .baselines import measure_baselines
     from .latency import measure_latency
     from .parity import bench_parity
     from .plots import plot_latency, plot_size_vs_quality
-    from .report import latency_table
-    from .stats import write_rows
+    from .report import latency_table, parity_table
+    from .stats import read_rows, write_rows
 
+    if only is not None and only not in STAGES:
+        raise ConfigError(f"--only {only!r}: choose one of {', '.join(STAGES)}")
     suite = load_suite(path)
     out = Path(suite["out"])
+    if only == "parity" and not (suite.get("references") and suite.get("parity_data")):
+        raise ConfigError(f"{path}: the parity stage needs 'parity_data' and 'references' in the suite file")
     bundles: dict[str, list[Path]] = {}
     for name, model in suite["models"].items():
         for target, precisions in suite["targets"].items():
@@ -72,20 +80,32 @@ def run_suite(path: Path) -> dict[str, Any]:
     rows, parity_rows = [], []
     for name, paths in bundles.items():
         runnable = [p for p in paths if verify_bundle(p)["target"] in RUNS_HERE]
-        rows += measure_latency(runnable, suite["threads"], suite["warmup"], suite["runs"],
-                                command=f"pocus bench suite {path}", backend=None if all(
-                                    verify_bundle(p)["target"] != "tensorrt" for p in runnable) else "onnxruntime")
-        if suite.get("baselines", True):
-            rows += measure_baselines(str(suite["models"][name]), suite.get("image_size"), suite["threads"],
-                                      suite["warmup"], suite["runs"])
+        if only != "parity":
+            rows += measure_latency(runnable, suite["threads"], suite["warmup"], suite["runs"],
+                                    command=f"pocus bench suite {path}", backend=None if all(
+                                        verify_bundle(p)["target"] != "tensorrt" for p in runnable) else "onnxruntime")
+            if suite.get("baselines", True):
+                rows += measure_baselines(str(suite["models"][name]), suite.get("image_size"), suite["threads"],
+                                          suite["warmup"], suite["runs"])
         reference = (suite.get("references") or {}).get(name)
-        if reference and suite.get("parity_data"):
+        if only != "latency" and reference and suite.get("parity_data"):
             parity_rows += bench_parity(runnable, Path(reference), Path(suite["parity_data"]))
-    write_rows(out / "latency.json", rows)
-    atomic_write_json(out / "parity.json", {"rows": parity_rows})
+    if only == "parity":
+        rows = read_rows(out / "latency.json") if (out / "latency.json").is_file() else []
+    else:
+        write_rows(out / "latency.json", rows)
+    if only == "latency" and (out / "parity.json").is_file():
+        import json
+
+        parity_rows = json.loads((out / "parity.json").read_text()).get("rows", [])
+    else:
+        atomic_write_json(out / "parity.json", {"rows": parity_rows})
     manifests = {str(p): verify_bundle(p) for ps in bundles.values() for p in ps}
-    plot_latency(rows, out / "latency_by_precision.png")
+    if rows:
+        plot_latency(rows, out / "latency_by_precision.png")
     plot_size_vs_quality(manifests, parity_rows, out / "size_vs_quality.png")
     report = "# Benchmark suite\n\n" + latency_table(rows)
+    if parity_rows:
+        report += "\n\n## Accuracy: each bundle vs PyTorch fp32 and vs ground truth\n\n" + parity_table(parity_rows)
     atomic_write_text(out / "report.md", report)
     return {"rows": len(rows), "parity_rows": len(parity_rows), "out": str(out)}
