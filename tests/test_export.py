@@ -198,3 +198,29 @@ def test_tflite_nhwc_and_coreml_palettize(bundle_factory):
     assert nhwc["parity"]["status"] == "passed" and nhwc["parity"]["metrics"]["top1_agreement"] == 1.0
     palette = verify_bundle(bundle_factory("coreml", "fp16", palettize=6))
     assert palette["target_options"]["weights"] == "6-bit k-means palette"
+
+
+def test_histogram_calibration_and_coreml_compute_precision(bundle_factory, tmp_path):
+    """--calib-method entropy is honoured (and capped, since ORT keeps every activation); --compute-precision fp32
+    gives a Core ML program without float16 tensors, while the default fp16 has them; a bad value is refused."""
+    import coremltools as ct
+
+    # a random classifier on 24 phantoms: entropy ranges clip more than minmax (max |dprob| ~0.33 here), so the
+    # check is that the option is honoured, with the loss bounded, not that entropy beats minmax
+    entropy = verify_bundle(bundle_factory("onnx", "int8", model="classifier-resnet50", calibration_method="entropy",
+                                           parity_thresholds={"prob_abs_diff_max": 0.5}))
+    options = entropy["target_options"]
+    assert options["calibration_method"] == "entropy" and 0 < options["calibration_images"] <= 24
+    assert entropy["parity"]["status"] == "passed"
+
+    def program_text(bundle):
+        spec = ct.models.MLModel(str(bundle / "model.mlpackage"), skip_model_load=True).get_spec()
+        return str(spec.mlProgram)
+
+    fp32 = bundle_factory("coreml", "fp16", model="classifier-resnet50", compute_precision="fp32")
+    assert verify_bundle(fp32)["target_options"]["compute_precision"] == "fp32"
+    assert "FLOAT16" not in program_text(fp32)
+    assert "FLOAT16" in program_text(bundle_factory("coreml", "int8", model="classifier-resnet50"))
+    proc = run_cli("export", "classifier-resnet50", "--target", "coreml", "--image-size", "64",
+                   "--compute-precision", "fp8", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "--compute-precision 'fp8': choose fp16 or fp32" in proc.stderr
