@@ -121,7 +121,7 @@ def export_cmd(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle folder."),
     ort_format: bool = typer.Option(False, "--ort-format", help="onnx: also write model.ort for ORT Mobile."),
     nhwc: bool = typer.Option(False, "--nhwc", help="tflite: channels-last input/output, as mobile apps feed."),
-    int8_io: bool = typer.Option(False, "--int8-io", help="tflite int8: integer input/output tensors."),
+    io: str | None = typer.Option(None, "--io", help="tflite int8: int8 (default) or float input/output tensors."),
     compute_precision: str | None = typer.Option(None, help="coreml: fp16 (default) | fp32 compute precision."),
     palettize: int | None = typer.Option(None, help="coreml: palettize weights to 4, 6 or 8 bits."),
     build_engine: bool = typer.Option(False, "--build-engine", help="tensorrt: build the .engine now (needs "
@@ -135,7 +135,7 @@ def export_cmd(
     _setup_logging(quiet)
     if batch not in ("1", "dynamic"):
         raise PocusError(f"--batch {batch!r}: use 1 or dynamic")
-    options = {"calibration_method": calib_method, "ort_format": ort_format, "nhwc": nhwc, "int8_io": int8_io,
+    options = {"calibration_method": calib_method, "ort_format": ort_format, "nhwc": nhwc, "io": io,
                "compute_precision": compute_precision, "palettize": palettize, "build_engine": build_engine}
     manifest = export(model, target, precision, out, image_size=image_size, calib_data=calib_data,
                       parity_data=parity_data, dynamic_batch=batch == "dynamic", raw_input=raw_input,

@@ -224,3 +224,27 @@ def test_histogram_calibration_and_coreml_compute_precision(bundle_factory, tmp_
     proc = run_cli("export", "classifier-resnet50", "--target", "coreml", "--image-size", "64",
                    "--compute-precision", "fp8", "--out", str(tmp_path / "x"))
     assert proc.returncode == 2 and "--compute-precision 'fp8': choose fp16 or fp32" in proc.stderr
+
+
+def test_tflite_int8_with_float_io(bundle_factory, tmp_path):
+    """--io float: full-integer inside, float32 graph input/output (NHWC here), parity checked, runtime runs it."""
+    from pocus_edge.runtime import load
+
+    bundle = bundle_factory("tflite", "int8", model="classifier-resnet50", io="float", nhwc=True)
+    manifest = verify_bundle(bundle)
+    assert manifest["inputs"][0]["dtype"] == "float32" and "quantization" not in manifest["inputs"][0]
+    assert manifest["outputs"][0]["dtype"] == "float32" and manifest["target_options"]["io"] == "float32"
+    assert manifest["inputs"][0]["shape"] == [1, 64, 64, 3] and manifest["parity"]["status"] == "passed"
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(bundle / "model.tflite"))
+    ops = {d["op_name"] for d in interpreter._get_ops_details()}
+    assert {"QUANTIZE", "DEQUANTIZE"} <= ops  # the int8 graph quantises its float input inside
+    fp32 = bundle_factory("tflite", "fp32", model="classifier-resnet50", nhwc=True)
+    size_fp32 = (fp32 / "model.tflite").stat().st_size
+    assert (bundle / "model.tflite").stat().st_size < 0.3 * size_fp32
+    result = load(bundle)(np.full((80, 90), 128, np.uint8))
+    assert len(result.probabilities) == len(manifest["labels"])
+    proc = run_cli("export", "classifier-resnet50", "--target", "tflite", "--precision", "fp32", "--io", "int8",
+                   "--image-size", "64", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "--io int8 needs --precision int8" in proc.stderr

@@ -1,10 +1,14 @@
 """TFLite (LiteRT) target: `model.tflite` through litert-torch, no TensorFlow.
 
 Precisions: fp32; fp16 (weights stored as float16 by ai-edge-quantizer's float casting, compute in float32);
-int8 (full integer through PT2E static quantisation, per-channel symmetric weights, calibrated on real
-frames). litert-torch lowers the PT2E input/output quantisation into the tensors themselves, so an int8
-bundle has int8 input and output; their scale/zero-point go into the manifest and the runtime (and the
-Android core) quantise/dequantise with them. `--nhwc` gives channels-last I/O as mobile apps feed.
+int8, full integer, per-channel symmetric weights, calibrated on real frames, with a choice of I/O type:
+- `io="int8"` (default): PT2E static quantisation in PyTorch. litert-torch lowers the PT2E input/output
+  quantisation into the tensors themselves, so input and output are int8; their scale/zero-point go into the
+  manifest and the runtime (and the Android core) quantise/dequantise with them.
+- `io="float"`: the fp32 TFLite model quantised by ai-edge-quantizer's static int8 recipe (min-max, int8
+  asymmetric activations) with the graph input and output left unquantised, so the model takes and returns
+  float32 and quantises/dequantises inside, for apps that feed floats.
+`--nhwc` gives channels-last I/O as mobile apps feed.
 Parity runs here with the ai-edge-litert interpreter.
 """
 
@@ -23,6 +27,7 @@ from .base import ExportError, ExportRequest, TargetResult, require, version_of
 
 NAME = "tflite"
 PRECISIONS = ("fp32", "fp16", "int8")
+IO_TYPES = ("int8", "float")
 EXTRA = "export"
 log = logging.getLogger(__name__)
 
@@ -85,6 +90,31 @@ def _convert_int8(module: torch.nn.Module, request: ExportRequest, path: Path) -
     edge.export(str(path))
 
 
+def _to_int8_float_io(src: Path, dst: Path, request: ExportRequest) -> None:
+    """fp32 .tflite -> full-integer .tflite whose graph input and output stay float32."""
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe_manager
+
+    from .quantize import calibration_batches
+
+    signatures = Interpreter(model_path=str(src)).get_signature_list()
+    key = next(iter(signatures))
+    input_name = signatures[key]["inputs"][0]
+    batches = calibration_batches(request)
+    if request.options.get("nhwc"):
+        batches = [np.ascontiguousarray(b.transpose(0, 2, 3, 1)) for b in batches]
+    recipe = recipe_manager.RecipeManager()
+    recipe.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                             activation_num_bits=8, weight_num_bits=8)
+    for boundary in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+        recipe.add_quantization_config(regex=".*", operation_name=boundary,
+                                       algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+    q = quantizer.Quantizer(str(src))
+    q.load_quantization_recipe(recipe.get_quantization_recipe())
+    calibration = q.calibrate({key: [{input_name: b} for b in batches]}, num_threads=max(1, os.cpu_count() or 1))
+    q.quantize(calibration).export_model(str(dst), overwrite=True)
+
+
 def _to_fp16_weights(src: Path, dst: Path) -> None:
     from ai_edge_quantizer import algorithm_manager, quantizer
 
@@ -116,16 +146,24 @@ def convert(request: ExportRequest, workdir: Path) -> TargetResult:
     import litert_torch
 
     final = workdir / "model.tflite"
+    io = request.options.get("io") or ("int8" if request.precision == "int8" else "float")
+    if io not in IO_TYPES:
+        raise ExportError(f"--io {io!r}: choose one of {', '.join(IO_TYPES)}")
+    if io == "int8" and request.precision != "int8":
+        raise ExportError(f"--io int8 needs --precision int8 (a {request.precision} model has float input/output)")
     module = _layout_wrapped(request)
     try:
         with _quiet_native_logs():
-            if request.precision == "int8":
+            if request.precision == "int8" and io == "int8":
                 _convert_int8(module, request, final)
             else:
                 float_path = final if request.precision == "fp32" else workdir / ".model-fp32.tflite"
                 litert_torch.convert(module, (_example(request),)).export(str(float_path))
                 if request.precision == "fp16":
                     _to_fp16_weights(float_path, final)
+                elif request.precision == "int8":
+                    _to_int8_float_io(float_path, final, request)
+                if float_path != final:
                     float_path.unlink()
     except ExportError:
         raise
@@ -137,10 +175,12 @@ def convert(request: ExportRequest, workdir: Path) -> TargetResult:
     input_spec = {**_spec(inp), "layout": layout, "channels": 1 if request.raw_input else 3}
     output_spec = {**_spec(out), "meaning": request.output_meaning,
                    "layout": layout if request.spec.task == "segmentation" else "NC"}
-    options: dict[str, Any] = {"layout": layout}
+    options: dict[str, Any] = {"layout": layout, "io": "int8" if io == "int8" else "float32"}
     if request.precision == "int8":
-        options.update({"quantization": "PT2E static, full integer", "weights": "int8 symmetric per-channel",
-                        "activations": "int8", "io": "int8", "calibration_images": len(request.calibration.images),
+        quantization = ("PT2E static, full integer" if io == "int8" else
+                        "ai-edge-quantizer static min-max, full integer inside, float32 graph input/output")
+        options.update({"quantization": quantization, "weights": "int8 symmetric per-channel",
+                        "activations": "int8", "calibration_images": len(request.calibration.images),
                         "calibration_source": request.calibration.origin})
     elif request.precision == "fp16":
         options["weights"] = "float16 (compute float32)"
