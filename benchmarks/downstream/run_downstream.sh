@@ -17,16 +17,24 @@ case ${1:-all} in
   distill) # the student of benchmarks/distill's recorded run (random-weight teacher, 300 steps, ~30 min)
     [ -f "$STUDENT" ] || benchmarks/distill/r2_real_data.sh "$(dirname "$STUDENT")" ;;
   student) # the same rows with the distilled student as the encoder
+    for step in student-seg student-cls student-probe student-hc18; do "$0" "$step"; done ;;
+  student-*)
     [ -f "$STUDENT" ] || { echo "no $STUDENT: run '$0 distill' first" >&2; exit 1; }
-    .venv/bin/pocus finetune seg --data "$DATA/busi" --out "$OUT/busi-seg-student" --encoder "$STUDENT" "${COMMON[@]}"
-    .venv/bin/pocus finetune seg --data "$DATA/busi" --out "$OUT/busi-seg-student-probe" --encoder "$STUDENT" \
-      --linear-probe "${COMMON[@]}"
-    .venv/bin/pocus finetune cls --data "$DATA/busi" --out "$OUT/busi-cls-student" --encoder "$STUDENT" "${COMMON[@]}"
-    .venv/bin/pocus finetune seg --data "$DATA/hc18" --out "$OUT/hc18-seg-student" --encoder "$STUDENT" "${COMMON[@]}" ;;
+    case $1 in
+      student-seg)   .venv/bin/pocus finetune seg --data "$DATA/busi" --out "$OUT/busi-seg-student" --encoder "$STUDENT" \
+                       "${COMMON[@]}" ;;
+      student-cls)   .venv/bin/pocus finetune cls --data "$DATA/busi" --out "$OUT/busi-cls-student" --encoder "$STUDENT" \
+                       "${COMMON[@]}" ;;
+      student-probe) .venv/bin/pocus finetune seg --data "$DATA/busi" --out "$OUT/busi-seg-student-probe" \
+                       --encoder "$STUDENT" --linear-probe "${COMMON[@]}" ;;
+      student-hc18)  .venv/bin/pocus finetune seg --data "$DATA/hc18" --out "$OUT/hc18-seg-student" --encoder "$STUDENT" \
+                       "${COMMON[@]}" ;;
+      *) echo "unknown step $1" >&2; exit 2 ;;
+    esac ;;
   sweep)   # label fractions on BUSI classification, smaller (128 px, 2 x 20 steps) to fit a CPU session
     ENCODERS=(--encoder random); [ -f "$STUDENT" ] && ENCODERS+=(--encoder "student=$STUDENT")
     .venv/bin/pocus sweep cls --data "$DATA/busi" "${ENCODERS[@]}" --fractions 0.05,0.1,0.2,0.5,1 \
       --out "$OUT/busi-cls-sweep" --epochs 2 --max-steps-per-epoch 20 --batch-size 8 --image-size 128 --threads 2 ;;
-  all) for step in hc18 distill sweep student; do "$0" "$step"; done ;;
-  *) echo "usage: $0 [probe|hc18|distill|student|sweep|all]" >&2; exit 2 ;;
+  all) for step in hc18 distill student-seg student-cls student-probe sweep student-hc18; do "$0" "$step"; done ;;
+  *) echo "usage: $0 [probe|hc18|distill|student|student-seg|student-cls|student-probe|student-hc18|sweep|all]" >&2; exit 2 ;;
 esac
