@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 PAPER = {"busi-seg-rand": "Dice 0.5525 (full FT)", "busi-cls-rand": "accuracy 0.6561 (full FT)",
-         "busi-seg-rand-probe": "Dice 0.4365 (linear probe)", "hc18-seg-rand": "-"}
+         "busi-seg-rand-probe": "Dice 0.4365 (linear probe)", "hc18-seg-rand": "-",
+         # the distilled student of benchmarks/distill (random-weight teacher): no paper row applies
+         "busi-seg-student": "-", "busi-cls-student": "-", "busi-seg-student-probe": "-", "hc18-seg-student": "-"}
 
 
 def main(runs: Path) -> None:
