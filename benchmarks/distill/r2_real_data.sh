@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUN=${1:-runs/r2_real_data}
 DATA=${POCUS_SHARED_DATA:-../shared/data}
-rm -rf "$RUN"
+rm -rf "$RUN"; mkdir -p "$(dirname "$RUN")"
 .venv/bin/pocus distill \
   --data "$DATA/busi" --data "$DATA/hc18" --data "$DATA/lung" --out "$RUN" \
   --teacher vit_base_patch16_dinov3 --teacher-weights random --student resnet50 \
