@@ -9,6 +9,7 @@ Usage: .venv/bin/python benchmarks/export/int8_variants.py > benchmarks/export/i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import tempfile
@@ -119,7 +120,7 @@ def main() -> None:
     pre = normalization(256, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     calib = [normalized_chw(i, pre)[None] for i in calibration.images]
     held_out = [normalized_chw(i, pre)[None] for i in parity.images]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):  # quantisers print reports
         results = {**onnx_variants(calib, held_out, Path(tmp)), **tflite_variants(calib, held_out, Path(tmp))}
     print(json.dumps({"model": "benchmarks/downstream/runs/busi-seg-rand (U-Net-R50, 256 px)",
                       "reference": "the fp32 bundle of the same backend", "calibration_images": len(calib),
