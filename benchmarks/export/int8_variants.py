@@ -59,8 +59,13 @@ def run_tflite(path: Path, batches: list[np.ndarray]) -> np.ndarray:
 
 def onnx_variants(calib: list[np.ndarray], parity: list[np.ndarray], work: Path) -> dict:
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src = BUNDLES / "unet-onnx-fp32" / "model.onnx"
