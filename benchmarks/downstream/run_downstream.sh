@@ -35,6 +35,9 @@ case ${1:-all} in
     ENCODERS=(--encoder random); [ -f "$STUDENT" ] && ENCODERS+=(--encoder "student=$STUDENT")
     .venv/bin/pocus sweep cls --data "$DATA/busi" "${ENCODERS[@]}" --fractions 0.05,0.1,0.2,0.5,1 \
       --out "$OUT/busi-cls-sweep" --epochs 2 --max-steps-per-epoch 20 --batch-size 8 --image-size 128 --threads 2 ;;
-  all) for step in hc18 distill student-seg student-cls student-probe sweep student-hc18; do "$0" "$step"; done ;;
-  *) echo "usage: $0 [probe|hc18|distill|student|student-seg|student-cls|student-probe|student-hc18|sweep|all]" >&2; exit 2 ;;
+  embed)   # the paper's Fig. 2: t-SNE of encoder embeddings coloured by dataset, random vs distilled student
+    .venv/bin/pocus embed-plot --encoder random --encoder "$STUDENT" --data "$DATA/busi" --data "$DATA/hc18" \
+      --data "$DATA/lung" --per-dataset 100 --image-size 128 --out benchmarks/downstream/embed_tsne.png ;;
+  all) for step in hc18 distill student-seg student-cls student-probe sweep student-hc18 embed; do "$0" "$step"; done ;;
+  *) echo "usage: $0 [probe|hc18|distill|student|student-seg|student-cls|student-probe|student-hc18|sweep|embed|all]" >&2; exit 2 ;;
 esac
