@@ -162,3 +162,32 @@ def test_eval_sweep_and_embed_plot(tmp_path, phantom_dir):
                    "--per-dataset", "15", "--image-size", "64", "--out", str(plot))
     assert proc.returncode == 0, proc.stderr
     assert plot.stat().st_size > 10_000
+
+
+def test_distilled_student_initialises_unet_and_classifier(tmp_path):
+    """A `pocus distill` student file loads into the smp U-Net encoder and the classifier; a file that does not
+    fit (a missing tensor) is refused with counts, not a traceback from inside smp."""
+    import torch
+    from safetensors.torch import save_file
+
+    from pocus_edge.errors import CheckpointError
+    from pocus_edge.finetune.model import build_finetune_model
+    from pocus_edge.models.encoder_io import save_encoder
+    from pocus_edge.models.student import build_student
+
+    student = build_student("resnet18")
+    path = tmp_path / "student.safetensors"
+    save_encoder(path, student, "resnet18", 64, {"origin": "test"})
+    for task, classes in (("segmentation", 1), ("classification", 3)):
+        model, origin = build_finetune_model(task, "resnet18", str(path), classes, linear_probe=False)
+        assert torch.equal(model.encoder.layer4[1].conv2.weight, student.layer4[1].conv2.weight), task
+        assert str(path) in origin
+    state = {k: v for k, v in student.state_dict().items() if k != "layer4.1.conv2.weight"}
+    broken = tmp_path / "broken.safetensors"
+    save_file(state, str(broken))
+    card = json.loads(path.with_suffix(".json").read_text())
+    from pocus_edge.io import sha256_file
+
+    broken.with_suffix(".json").write_text(json.dumps({**card, "weights_sha256": sha256_file(broken)}))
+    with pytest.raises(CheckpointError, match="1 missing"):
+        build_finetune_model("segmentation", "resnet18", str(broken), 1, linear_probe=False)

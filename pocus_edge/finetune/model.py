@@ -47,11 +47,16 @@ def build_finetune_model(task: str, architecture: str, encoder: str, num_classes
             raise CheckpointError(
                 f"{path}: encoder is {card.get('architecture')}, but --architecture is {architecture}")
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        result = enc.load_state_dict(state, strict=False)
-        missing = [k for k in result.missing_keys if not k.startswith("fc.")]
-        if missing or result.unexpected_keys:
-            raise CheckpointError(f"{path}: encoder weights do not fit {architecture} (missing {missing[:3]}, "
-                                  f"unexpected {list(result.unexpected_keys)[:3]})")
+        # compare keys and shapes ourselves: smp's encoders override load_state_dict and return nothing
+        expected = {k: tuple(v.shape) for k, v in enc.state_dict().items() if not k.startswith("fc.")}
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        misshaped = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != expected[k])
+        if missing or unexpected or misshaped:
+            raise CheckpointError(f"{path}: encoder weights do not fit {architecture} ({len(missing)} missing, "
+                                  f"e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}; "
+                                  f"{len(misshaped)} of another shape, e.g. {misshaped[:3]})")
+        enc.load_state_dict(state, strict=False)
         origin = f"{path} (sha256 {card['weights_sha256'][:12]})"
     return FinetuneModel(net, enc, linear_probe), origin
 
