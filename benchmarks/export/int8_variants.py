@@ -94,26 +94,13 @@ def onnx_variants(calib: list[np.ndarray], parity: list[np.ndarray], work: Path)
 
 
 def tflite_variants(calib: list[np.ndarray], parity: list[np.ndarray], work: Path) -> dict:
-    from ai_edge_litert.interpreter import Interpreter
-    from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe_manager
+    from pocus_edge.export.tflite import quantize_int8_float_io
 
     src = BUNDLES / "unet-tflite-fp32" / "model.tflite"
     reference = run_tflite(src, parity)
     results = {"tflite: PT2E, int8 I/O (the recorded bundle)": compare(
         "segmentation", reference, run_tflite(BUNDLES / "unet-tflite-int8" / "model.tflite", parity), 0.5)}
-    signatures = Interpreter(model_path=str(src)).get_signature_list()
-    key = next(iter(signatures))
-    name = signatures[key]["inputs"][0]
-    recipe = recipe_manager.RecipeManager()
-    recipe.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
-                             activation_num_bits=8, weight_num_bits=8)
-    for boundary in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
-        recipe.add_quantization_config(regex=".*", operation_name=boundary,
-                                       algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
-    q = quantizer.Quantizer(str(src))
-    q.load_quantization_recipe(recipe.get_quantization_recipe())
-    q.quantize(q.calibrate({key: [{name: b} for b in calib]}, num_threads=2)).export_model(
-        str(work / "f.tflite"), overwrite=True)
+    quantize_int8_float_io(src, work / "f.tflite", calib)  # what `--io float` does
     results["tflite: ai-edge-quantizer, float I/O (--io float)"] = compare(
         "segmentation", reference, run_tflite(work / "f.tflite", parity), 0.5)
     return results

@@ -90,19 +90,15 @@ def _convert_int8(module: torch.nn.Module, request: ExportRequest, path: Path) -
     edge.export(str(path))
 
 
-def _to_int8_float_io(src: Path, dst: Path, request: ExportRequest) -> None:
-    """fp32 .tflite -> full-integer .tflite whose graph input and output stay float32."""
+def quantize_int8_float_io(src: Path, dst: Path, batches: list[np.ndarray]) -> None:
+    """fp32 .tflite -> full-integer .tflite whose graph input and output stay float32, calibrated on `batches`
+    (model inputs in the fp32 model's layout)."""
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe_manager
-
-    from .quantize import calibration_batches
 
     signatures = Interpreter(model_path=str(src)).get_signature_list()
     key = next(iter(signatures))
     input_name = signatures[key]["inputs"][0]
-    batches = calibration_batches(request)
-    if request.options.get("nhwc"):
-        batches = [np.ascontiguousarray(b.transpose(0, 2, 3, 1)) for b in batches]
     recipe = recipe_manager.RecipeManager()
     recipe.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                              activation_num_bits=8, weight_num_bits=8)
@@ -113,6 +109,15 @@ def _to_int8_float_io(src: Path, dst: Path, request: ExportRequest) -> None:
     q.load_quantization_recipe(recipe.get_quantization_recipe())
     calibration = q.calibrate({key: [{input_name: b} for b in batches]}, num_threads=max(1, os.cpu_count() or 1))
     q.quantize(calibration).export_model(str(dst), overwrite=True)
+
+
+def _to_int8_float_io(src: Path, dst: Path, request: ExportRequest) -> None:
+    from .quantize import calibration_batches
+
+    batches = calibration_batches(request)
+    if request.options.get("nhwc"):
+        batches = [np.ascontiguousarray(b.transpose(0, 2, 3, 1)) for b in batches]
+    quantize_int8_float_io(src, dst, batches)
 
 
 def _to_fp16_weights(src: Path, dst: Path) -> None:
