@@ -108,8 +108,12 @@ def test_tiny_suite_end_to_end(tmp_path):
     assert "| enc" in (tmp_path / "suite" / "report.md").read_text() or "encoder" in (
         tmp_path / "suite" / "report.md").read_text()
     stamp = (tmp_path / "suite" / "bundles" / "enc-onnx-fp32" / "manifest.json").stat().st_mtime
-    again = run_cli("bench", "suite", str(path))
+    parity_stamp = (tmp_path / "suite" / "parity.json").stat().st_mtime_ns
+    again = run_cli("bench", "suite", str(path), "--only", "latency")
     assert again.returncode == 0
+    assert (tmp_path / "suite" / "parity.json").stat().st_mtime_ns == parity_stamp  # the other stage's file kept
+    bad = run_cli("bench", "suite", str(path), "--only", "speed")
+    assert bad.returncode == 2 and "--only 'speed': choose one of latency, parity" in bad.stderr
     assert (tmp_path / "suite" / "bundles" / "enc-onnx-fp32" / "manifest.json").stat().st_mtime == stamp  # reused
 
 

@@ -8,6 +8,7 @@ references {name: checkpoint} for ground-truth parity.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -95,8 +96,6 @@ def run_suite(path: Path, only: str | None = None) -> dict[str, Any]:
     else:
         write_rows(out / "latency.json", rows)
     if only == "latency" and (out / "parity.json").is_file():
-        import json
-
         parity_rows = json.loads((out / "parity.json").read_text()).get("rows", [])
     else:
         atomic_write_json(out / "parity.json", {"rows": parity_rows})
