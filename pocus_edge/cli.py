@@ -119,6 +119,9 @@ def export_cmd(
     num_calib: int = typer.Option(300, help="Calibration images used at most."),
     num_parity: int = typer.Option(32, help="Parity images used at most."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle folder."),
+    no_fold_upsample: bool = typer.Option(False, "--no-fold-upsample", help="Keep the U-Net decoder's "
+                                          "upsample + 3x3 conv as trained (default: folded, same outputs, fewer "
+                                          "multiply-adds)."),
     ort_format: bool = typer.Option(False, "--ort-format", help="onnx: also write model.ort for ORT Mobile."),
     nhwc: bool = typer.Option(False, "--nhwc", help="tflite: channels-last input/output, as mobile apps feed."),
     io: str | None = typer.Option(None, "--io", help="tflite int8: int8 (default) or float input/output tensors."),
@@ -140,7 +143,8 @@ def export_cmd(
     manifest = export(model, target, precision, out, image_size=image_size, calib_data=calib_data,
                       parity_data=parity_data, dynamic_batch=batch == "dynamic", raw_input=raw_input,
                       parity=not no_parity, num_calib=num_calib, num_parity=num_parity,
-                      parity_thresholds=_parse_thresholds(parity_threshold), overwrite=overwrite, **options)
+                      parity_thresholds=_parse_thresholds(parity_threshold), overwrite=overwrite,
+                      fold_upsampling=not no_fold_upsample, **options)
     if json_out:
         print(json.dumps(manifest, indent=2))
     elif not quiet:

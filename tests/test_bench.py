@@ -159,3 +159,22 @@ def test_coreml_report_refuses_clearly_off_a_mac(bundle_factory, tmp_path):
                        str(tmp_path / "r.json"))
         assert proc.returncode == 2 and "Core ML predicts only on macOS" in proc.stderr
         assert not (tmp_path / "r.json").exists()
+
+
+def test_suite_reuses_only_bundles_of_this_exporter_version(bundle_factory, tmp_path, monkeypatch):
+    import shutil
+
+    import pocus_edge.export as export_pkg
+    from pocus_edge.bench.suite import _bundle
+
+    out = tmp_path / "bundles" / "unet-onnx-fp32"
+    shutil.copytree(bundle_factory("onnx", "fp32"), out)
+    exported = []
+    monkeypatch.setattr(export_pkg, "export", lambda *args, **kwargs: exported.append(args))
+    suite = {"out": str(tmp_path), "image_size": 64}
+    assert _bundle(suite, "unet", "unet-resnet50", "onnx", "fp32") == out and exported == []
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["tool_versions"]["pocus-edge"] = "0.1.0"  # made before the decoder rewrite: graphs differ
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    _bundle(suite, "unet", "unet-resnet50", "onnx", "fp32")
+    assert len(exported) == 1

@@ -37,7 +37,8 @@ def load_suite(path: Path) -> dict[str, Any]:
 
 
 def _bundle(suite: dict, name: str, model: str, target: str, precision: str) -> Path:
-    """Reuse a valid bundle exported from the same model file, else export it."""
+    """Reuse a valid bundle exported from the same model file by this pocus-edge version, else export it."""
+    from .. import __version__
     from ..export import export
     from ..io import sha256_file
 
@@ -45,7 +46,8 @@ def _bundle(suite: dict, name: str, model: str, target: str, precision: str) -> 
     expected = sha256_file(Path(model)) if Path(model).is_file() else None
     try:
         manifest = verify_bundle(out)
-        if manifest["source"]["sha256"] == expected and manifest["precision"] == precision:
+        same_exporter = manifest["tool_versions"].get("pocus-edge") == __version__
+        if manifest["source"]["sha256"] == expected and manifest["precision"] == precision and same_exporter:
             return out
     except BundleError:
         pass

@@ -21,6 +21,7 @@ from .data import calibration_and_parity
 from .parity import compare, judge, reference_outputs, thresholds_for
 from .source import BUILTINS, resolve_model
 from .targets import canonical_target, check_precision, target_module
+from .upsample_fold import fold_decoder_upsampling
 from .wrappers import fold_raw_input
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,12 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
            parity_data: str | Path | None = None, dynamic_batch: bool = False, raw_input: bool = False,
            parity: bool = True, num_calib: int = 300, num_parity: int = 32,
            parity_thresholds: dict[str, float] | None = None, overwrite: bool = False,
-           **target_options: Any) -> dict[str, Any]:
-    """Export MODEL to a bundle folder and return its manifest (parity summary included)."""
+           fold_upsampling: bool = True, **target_options: Any) -> dict[str, Any]:
+    """Export MODEL to a bundle folder and return its manifest (parity summary included).
+
+    `fold_upsampling` rewrites a U-Net decoder's nearest-upsample + 3x3 convolution into fewer
+    multiply-adds (upsample_fold.py); parity is always measured against the unmodified PyTorch model.
+    """
     target = canonical_target(target)
     precision = check_precision(target, precision)
     module = target_module(target)
@@ -92,6 +97,9 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
             raise ConfigError(f"--parity-threshold: {exc.args[0]}")
     out = Path(out) if out else Path(f"{spec.name}-{target}-{precision}")
     convertible = fold_raw_input(net, spec.mean, spec.std, spec.image_size) if raw else net
+    folded_blocks = 0
+    if fold_upsampling:
+        convertible, folded_blocks = fold_decoder_upsampling(convertible, spec.image_size)
     request = ExportRequest(model=convertible, spec=spec, precision=precision, image_size=spec.image_size,
                             raw_input=raw, dynamic_batch=dynamic_batch, calibration=calibration, preprocessing=pre,
                             options=target_options)
@@ -99,6 +107,7 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
     try:
         result = module.convert(request, workdir)
         result.inputs[0].setdefault("value_range", value_range(pre))
+        result.target_options["decoder_upsample_folded_blocks"] = folded_blocks
         manifest = _manifest(spec, target, precision, result, pre, count_flops(net, spec.image_size), model)
         manifest["files"] = hash_files(workdir, [result.model_file, *result.extra_files])
         write_manifest(workdir, manifest)
