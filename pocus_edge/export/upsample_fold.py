@@ -3,11 +3,12 @@
 A 3x3 convolution over a nearest-upsampled map touches only 2x2 distinct source pixels per output
 pixel. Each of the four output phases (row parity a, column parity b) is therefore a 2x2 convolution
 on the low-resolution map, with kernel B_a W B_b^T (sums of the original taps), followed by a pixel
-shuffle. The upsampled branch then costs 16/36 of the multiply-adds; U-Net-ResNet50 at 256 px drops from
-21.3 to 18.9 GFLOP (-11 %) with the default MIN_CHANNELS. The skip branch of the concatenation keeps its own 3x3 convolution
-and BatchNorm is folded into both, so the block equals smp's `UnetDecoderBlock` up to float rounding,
-borders included (zero padding of the upsampled map is zero padding of the source). Applied at export
-only, to blocks that upsample nearest by exactly 2 (always the case for image sizes divisible by 32).
+shuffle. The upsampled branch then costs 16/36 of the multiply-adds; U-Net-ResNet50 at 256 px drops
+from 21.3 to 18.9 GFLOP (-11 %) with the default MIN_CHANNELS. The skip branch of the concatenation
+keeps its own 3x3 convolution and BatchNorm is folded into both, so the block equals smp's
+`UnetDecoderBlock` up to float rounding, borders included (zero padding of the upsampled map is zero
+padding of the source). Applied at export only, to blocks that upsample nearest by exactly 2 (always
+the case for image sizes divisible by 32).
 """
 
 from __future__ import annotations
