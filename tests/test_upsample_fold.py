@@ -46,11 +46,13 @@ def test_models_without_unet_decoder_are_unchanged():
     assert fold_decoder_upsampling(unet, 100)[1] == 0  # not divisible by 32: maps would not double exactly
 
 
-def test_export_records_the_rewrite_and_can_skip_it(tmp_path):
+def test_export_records_the_rewrite_and_can_skip_it(bundle_factory, tmp_path):
     out = tmp_path / "plain"
     result = run_cli("export", "unet-resnet50", "--target", "onnx", "--image-size", "64", "--out", str(out),
                      "--no-fold-upsample", "--quiet")
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["target_options"]["decoder_upsample_folded_blocks"] == 0
+    folded = json.loads((bundle_factory("onnx", "fp32") / "manifest.json").read_text())
+    assert folded["flops"] < 0.92 * manifest["flops"]  # the manifest counts what the bundle executes
     assert manifest["parity"]["status"] == "passed"

@@ -108,7 +108,7 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
         result = module.convert(request, workdir)
         result.inputs[0].setdefault("value_range", value_range(pre))
         result.target_options["decoder_upsample_folded_blocks"] = folded_blocks
-        manifest = _manifest(spec, target, precision, result, pre, count_flops(net, spec.image_size), model)
+        manifest = _manifest(spec, target, precision, result, pre, count_flops(convertible, spec.image_size), model)
         manifest["files"] = hash_files(workdir, [result.model_file, *result.extra_files])
         write_manifest(workdir, manifest)
         report = _parity(net, spec, precision, workdir, parity_set, result, parity, parity_thresholds, pre)
