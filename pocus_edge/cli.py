@@ -119,9 +119,9 @@ def export_cmd(
     num_calib: int = typer.Option(300, help="Calibration images used at most."),
     num_parity: int = typer.Option(32, help="Parity images used at most."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle folder."),
-    no_fold_upsample: bool = typer.Option(False, "--no-fold-upsample", help="Keep the U-Net decoder's "
-                                          "upsample + 3x3 conv as trained (default: folded, same outputs, fewer "
-                                          "multiply-adds)."),
+    fold_upsample: bool | None = typer.Option(None, "--fold-upsample/--no-fold-upsample", help="Rewrite the "
+                                              "U-Net decoder's upsample + 3x3 conv into fewer multiply-adds, same "
+                                              "outputs [fp32/fp16: on; int8: off]."),
     ort_format: bool = typer.Option(False, "--ort-format", help="onnx: also write model.ort for ORT Mobile."),
     nhwc: bool = typer.Option(False, "--nhwc", help="tflite: channels-last input/output, as mobile apps feed."),
     io: str | None = typer.Option(None, "--io", help="tflite int8: int8 (default) or float input/output tensors."),
@@ -144,7 +144,7 @@ def export_cmd(
                       parity_data=parity_data, dynamic_batch=batch == "dynamic", raw_input=raw_input,
                       parity=not no_parity, num_calib=num_calib, num_parity=num_parity,
                       parity_thresholds=_parse_thresholds(parity_threshold), overwrite=overwrite,
-                      fold_upsampling=not no_fold_upsample, **options)
+                      fold_upsampling=fold_upsample, **options)
     if json_out:
         print(json.dumps(manifest, indent=2))
     elif not quiet:

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from conftest import run_cli
 
+from pocus_edge.errors import ConfigError
+from pocus_edge.export import export
 from pocus_edge.export.upsample_fold import UpsampledConv3x3, fold_decoder_upsampling
 from pocus_edge.models.tasks import build_task_model, randomize_batchnorm
 
@@ -56,3 +58,10 @@ def test_export_records_the_rewrite_and_can_skip_it(bundle_factory, tmp_path):
     folded = json.loads((bundle_factory("onnx", "fp32") / "manifest.json").read_text())
     assert folded["flops"] < 0.92 * manifest["flops"]  # the manifest counts what the bundle executes
     assert manifest["parity"]["status"] == "passed"
+
+
+def test_forcing_the_fold_on_tflite_int8_is_refused(tmp_path, phantom_dir):
+    with pytest.raises(ConfigError, match="cannot convert the folded decoder"):
+        export("unet-resnet50", "tflite", "int8", tmp_path / "b", image_size=64, calib_data=phantom_dir,
+               fold_upsampling=True)
+    assert not (tmp_path / "b").exists()

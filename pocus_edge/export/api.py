@@ -69,11 +69,12 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
            parity_data: str | Path | None = None, dynamic_batch: bool = False, raw_input: bool = False,
            parity: bool = True, num_calib: int = 300, num_parity: int = 32,
            parity_thresholds: dict[str, float] | None = None, overwrite: bool = False,
-           fold_upsampling: bool = True, **target_options: Any) -> dict[str, Any]:
+           fold_upsampling: bool | None = None, **target_options: Any) -> dict[str, Any]:
     """Export MODEL to a bundle folder and return its manifest (parity summary included).
 
     `fold_upsampling` rewrites a U-Net decoder's nearest-upsample + 3x3 convolution into fewer
-    multiply-adds (upsample_fold.py); parity is always measured against the unmodified PyTorch model.
+    multiply-adds (upsample_fold.py); None = for fp32/fp16 only. Parity is always measured against the
+    unmodified PyTorch model.
     """
     target = canonical_target(target)
     precision = check_precision(target, precision)
@@ -98,7 +99,7 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
     out = Path(out) if out else Path(f"{spec.name}-{target}-{precision}")
     convertible = fold_raw_input(net, spec.mean, spec.std, spec.image_size) if raw else net
     folded_blocks = 0
-    if fold_upsampling:
+    if _fold_upsampling(fold_upsampling, target, precision, target_options):
         convertible, folded_blocks = fold_decoder_upsampling(convertible, spec.image_size)
     request = ExportRequest(model=convertible, spec=spec, precision=precision, image_size=spec.image_size,
                             raw_input=raw, dynamic_batch=dynamic_batch, calibration=calibration, preprocessing=pre,
@@ -130,6 +131,17 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
         raise
     manifest["bundle"] = str(out)
     return manifest
+
+
+def _fold_upsampling(requested: bool | None, target: str, precision: str, options: dict[str, Any]) -> bool:
+    """int8 keeps the trained decoder by default: with the fold, ONNX int8 mask agreement on BUSI fell from
+    0.919 to 0.904 (benchmarks/export/README.md) and litert-torch's PT2E int8 path cannot convert it."""
+    if requested is None:
+        return precision != "int8"
+    if requested and (target, precision) == ("tflite", "int8") and options.get("io") != "float":
+        raise ConfigError("--fold-upsample: tflite int8 (PT2E) cannot convert the folded decoder; drop the flag "
+                          "or use --io float")
+    return requested
 
 
 def _manifest(spec, target, precision, result, pre, flops, model_arg) -> dict[str, Any]:
