@@ -178,3 +178,12 @@ def test_suite_reuses_only_bundles_of_this_exporter_version(bundle_factory, tmp_
     (out / "manifest.json").write_text(json.dumps(manifest))
     _bundle(suite, "unet", "unet-resnet50", "onnx", "fp32")
     assert len(exported) == 1
+
+
+def test_suite_data_folders_per_model():
+    from pocus_edge.bench.suite import per_model
+
+    suite = {"calib_data": "busi", "parity_data": {"unet": "busi", "hc18-unet": "hc18"}}
+    assert per_model(suite, "calib_data", "hc18-unet") == "busi"
+    assert per_model(suite, "parity_data", "hc18-unet") == "hc18"
+    assert per_model(suite, "parity_data", "classifier") is None  # no ground-truth stage for it

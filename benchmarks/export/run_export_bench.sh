@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Export benchmark: trained BUSI U-Net-R50 and classifier (benchmarks/downstream/train_busi_models.sh) and the
 # embedding model, at 256 px, every target x precision that runs here; parity on held-out BUSI frames (never
-# the calibration frames); then CPU latency at 1 and 2 threads on a quiet machine.
+# the calibration frames); then CPU latency at 1 and 2 threads on a quiet machine. hc18-unet: the HC18 fetal-head
+# U-Net (test Dice 0.91), calibrated and checked on HC18 frames.
 #   benchmarks/export/run_export_bench.sh export unet classifier embedding
 #   benchmarks/export/run_export_bench.sh latency
 #   benchmarks/export/run_export_bench.sh report
@@ -13,7 +14,8 @@ OUT=benchmarks/export/bundles
 RES=benchmarks/export/results
 mkdir -p "$OUT" "$RES"
 declare -A MODELS=([unet]="$RUNS/busi-seg-rand/model.safetensors" [classifier]="$RUNS/busi-cls-rand/model.safetensors"
-                   [embedding]="encoder-resnet50")
+                   [embedding]="encoder-resnet50" [hc18-unet]="$RUNS/hc18-seg-rand/model.safetensors")
+declare -A CALIB=([hc18-unet]="$DATA/hc18")  # calibration + held-out parity frames; default: BUSI
 stage=$1; shift
 case $stage in
   export)
@@ -23,7 +25,7 @@ case $stage in
         t=${tp%%:*}; p=${tp##*:}
         /usr/bin/time -f "%e s" -o "$RES/$name-$t-$p.time" \
           .venv/bin/pocus-export "${MODELS[$name]}" --target "$t" --precision "$p" --image-size 256 ${EXTRA:-} \
-          --calib-data "$DATA/busi" --num-parity 64 --out "$OUT/$name-$t-$p" --overwrite --quiet --json \
+          --calib-data "${CALIB[$name]:-$DATA/busi}" --num-parity 64 --out "$OUT/$name-$t-$p" --overwrite --quiet --json \
           > "$RES/$name-$t-$p.json" 2> "$RES/$name-$t-$p.err" || echo '{"failed": true}' > "$RES/$name-$t-$p.json"
       done
     done ;;

@@ -3,7 +3,8 @@ baselines, JSON rows, a Markdown report and PNG plots. `benchmarks/suite.yaml` i
 
 Suite file keys: out, image_size, calib_data, models {name: MODEL}, targets {target: [precisions]},
 threads [..], warmup, runs, baselines (true/false), and optionally parity_data (labelled folder) with
-references {name: checkpoint} for ground-truth parity.
+references {name: checkpoint} for ground-truth parity. calib_data and parity_data are one folder for every
+model or a mapping {name: folder}, for suites whose models come from different data sets.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ def load_suite(path: Path) -> dict[str, Any]:
     return suite
 
 
+def per_model(suite: dict, key: str, name: str) -> str | None:
+    """suite[key] for model `name`: one value for all models, or the model's entry of a mapping."""
+    value = suite.get(key)
+    return value.get(name) if isinstance(value, dict) else value
+
+
 def _bundle(suite: dict, name: str, model: str, target: str, precision: str) -> Path:
     """Reuse a valid bundle exported from the same model file by this pocus-edge version, else export it."""
     from .. import __version__
@@ -52,8 +59,8 @@ def _bundle(suite: dict, name: str, model: str, target: str, precision: str) -> 
     except BundleError:
         pass
     log.info("exporting %s to %s %s", name, target, precision)
-    export(model, target, precision, out, image_size=suite.get("image_size"), calib_data=suite.get("calib_data"),
-           num_parity=suite.get("num_parity", 32), overwrite=True)
+    export(model, target, precision, out, image_size=suite.get("image_size"),
+           calib_data=per_model(suite, "calib_data", name), num_parity=suite.get("num_parity", 32), overwrite=True)
     return out
 
 
@@ -91,8 +98,9 @@ def run_suite(path: Path, only: str | None = None) -> dict[str, Any]:
                 rows += measure_baselines(str(suite["models"][name]), suite.get("image_size"), suite["threads"],
                                           suite["warmup"], suite["runs"])
         reference = (suite.get("references") or {}).get(name)
-        if only != "latency" and reference and suite.get("parity_data"):
-            parity_rows += bench_parity(runnable, Path(reference), Path(suite["parity_data"]))
+        parity_data = per_model(suite, "parity_data", name)
+        if only != "latency" and reference and parity_data:
+            parity_rows += bench_parity(runnable, Path(reference), Path(parity_data))
     if only == "parity":
         rows = read_rows(out / "latency.json") if (out / "latency.json").is_file() else []
     else:
