@@ -38,7 +38,7 @@ def main(results: Path) -> None:
     for path in results.glob("*-onnx-fp32.json"):
         manifest = json.loads(path.read_text())
         if not manifest.get("failed"):
-            base[path.stem.split("-")[0]] = size_mb(manifest)
+            base[path.stem.rsplit("-", 2)[0]] = size_mb(manifest)
     for path in sorted(results.glob("*.json")):
         if path.name == "latency.json":
             continue
@@ -47,11 +47,11 @@ def main(results: Path) -> None:
         if manifest.get("failed"):
             err = [line for line in (results / f"{name}.err").read_text().splitlines() if line.startswith("error")]
             detail = err[-1].split(": ", 2)[-1].split(". Nothing")[0] if err else "see .err"
-            model, target, precision = name.split("-")
+            model, target, precision = name.rsplit("-", 2)
             print(f"| {model} | {target} | {precision} | - | - | failed | {detail} | - | - |")
             continue
         size = size_mb(manifest)
-        model = name.split("-")[0]
+        model = name.rsplit("-", 2)[0]
         parity = manifest["parity"]
         key, _, second = KEY_METRIC[manifest["task"]]
         metrics = parity.get("metrics", {})
