@@ -202,7 +202,7 @@ def test_tflite_nhwc_and_coreml_palettize(bundle_factory):
     assert palette["target_options"]["weights"] == "6-bit k-means palette"
 
 
-def test_histogram_calibration_and_coreml_compute_precision(bundle_factory, tmp_path):
+def test_histogram_calibration_and_coreml_compute_precision(bundle_factory, tmp_path, capsys):
     """--calib-method entropy is honoured (and capped, since ORT keeps every activation); --compute-precision fp32
     gives a Core ML program without float16 tensors, while the default fp16 has them; a bad value is refused."""
     import coremltools as ct
@@ -214,6 +214,7 @@ def test_histogram_calibration_and_coreml_compute_precision(bundle_factory, tmp_
     options = entropy["target_options"]
     assert options["calibration_method"] == "entropy" and 0 < options["calibration_images"] <= 24
     assert entropy["parity"]["status"] == "passed"
+    assert "histogram" not in capsys.readouterr().out  # ORT's calibrator chatter stays off stdout (--json)
 
     def program_text(bundle):
         spec = ct.models.MLModel(str(bundle / "model.mlpackage"), skip_model_load=True).get_spec()

@@ -8,7 +8,9 @@ Methods: minmax (default), entropy, percentile (99.999).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +73,11 @@ def quantize_onnx_static(src: Path, dst: Path, request: ExportRequest, symmetric
     extra = {"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
-    try:
-        quantize_static(str(prepared), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, calibrate_method=methods[method], extra_options=extra)
+    try:  # the histogram calibrators print progress; stdout belongs to `--json`
+        with contextlib.redirect_stdout(sys.stderr):
+            quantize_static(str(prepared), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, calibrate_method=methods[method], extra_options=extra)
     finally:
         prepared.unlink(missing_ok=True)
     return {"quantization": "static QDQ", "weights": "int8 symmetric per-channel",
