@@ -4,6 +4,8 @@ the gap to the Dice-agreement goal (>= 0.98)?
 Same calibration (100 frames) and parity frames (64 held-out) as run_export_bench.sh. Variants:
 ONNX Runtime static QDQ with nothing / the head / the head and stem / the last three convolutions and the stem
 left in float; TFLite int8 with float I/O (ai-edge-quantizer) beside the PT2E int8-I/O bundle.
+The fp32 sources are the `-nofold` bundles (`pocus-export … --no-fold-upsample`, see README.md): int8 exports
+quantise the decoder as trained.
 Usage: .venv/bin/python benchmarks/export/int8_variants.py > benchmarks/export/int8_variants.json
 """
 
@@ -68,7 +70,7 @@ def onnx_variants(calib: list[np.ndarray], parity: list[np.ndarray], work: Path)
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    src = BUNDLES / "unet-onnx-fp32" / "model.onnx"
+    src = BUNDLES / "unet-onnx-fp32-nofold" / "model.onnx"  # the graph int8 exports quantise (no decoder fold)
     reference = run_onnx(src, parity)
     prepared = work / "prep.onnx"
     quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
@@ -96,7 +98,7 @@ def onnx_variants(calib: list[np.ndarray], parity: list[np.ndarray], work: Path)
 def tflite_variants(calib: list[np.ndarray], parity: list[np.ndarray], work: Path) -> dict:
     from pocus_edge.export.tflite import quantize_int8_float_io
 
-    src = BUNDLES / "unet-tflite-fp32" / "model.tflite"
+    src = BUNDLES / "unet-tflite-fp32-nofold" / "model.tflite"
     reference = run_tflite(src, parity)
     results = {"tflite: PT2E, int8 I/O (the recorded bundle)": compare(
         "segmentation", reference, run_tflite(BUNDLES / "unet-tflite-int8" / "model.tflite", parity), 0.5)}
