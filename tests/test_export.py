@@ -98,6 +98,7 @@ def test_raw_input_bundle_takes_one_channel_pixels(bundle_factory):
     bundle = bundle_factory("onnx", "fp32", raw_input=True)
     manifest = verify_bundle(bundle)
     assert manifest["inputs"][0]["channels"] == 1 and manifest["preprocessing"]["raw_input"] is True
+    assert manifest["flops"] > 1e8  # counted on the 1-channel model the bundle runs
     assert manifest["parity"]["status"] == "passed" and manifest["parity"]["metrics"]["prob_abs_diff_mean"] < 1e-4
 
 

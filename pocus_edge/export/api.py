@@ -44,13 +44,13 @@ def postprocessing_for(spec) -> dict[str, Any]:
     return {"activation": "l2_normalize", "threshold": None, "mask_resize": "none"}
 
 
-def count_flops(model: torch.nn.Module, image_size: int) -> int | None:
+def count_flops(model: torch.nn.Module, image_size: int, channels: int = 3) -> int | None:
     """FLOPs of one forward pass at batch 1 (2 x multiply-adds), recorded for GFLOP/s in benchmarks."""
     from torch.utils.flop_counter import FlopCounterMode
 
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros(1, 3, image_size, image_size))
+            model(torch.zeros(1, channels, image_size, image_size))
         return int(counter.get_total_flops())
     except Exception:  # flop counting is informative only
         return None
@@ -109,7 +109,8 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
         result = module.convert(request, workdir)
         result.inputs[0].setdefault("value_range", value_range(pre))
         result.target_options["decoder_upsample_folded_blocks"] = folded_blocks
-        manifest = _manifest(spec, target, precision, result, pre, count_flops(convertible, spec.image_size), model)
+        flops = count_flops(convertible, spec.image_size, channels=1 if raw else 3)
+        manifest = _manifest(spec, target, precision, result, pre, flops, model)
         manifest["files"] = hash_files(workdir, [result.model_file, *result.extra_files])
         write_manifest(workdir, manifest)
         report = _parity(net, spec, precision, workdir, parity_set, result, parity, parity_thresholds, pre)
