@@ -51,9 +51,23 @@ def test_int8_is_smaller_and_quantized(bundle_factory):
     fp32 = bundle_factory("onnx", "fp32")
     int8 = bundle_factory("onnx", "int8")
     assert (int8 / "model.onnx").stat().st_size < 0.3 * (fp32 / "model.onnx").stat().st_size
+    assert verify_bundle(int8)["target_options"]["float_layers"] == []  # a U-Net ends in a convolution
     tfl = verify_bundle(bundle_factory("tflite", "int8"))
     assert tfl["inputs"][0]["dtype"] == "int8" and tfl["inputs"][0]["quantization"]["scale"] > 0
     assert tfl["target_options"]["calibration_images"] > 0
+
+
+def test_int8_classifier_keeps_its_logits_layer_in_float(bundle_factory):
+    import onnx
+
+    bundle = bundle_factory("onnx", "int8", model="classifier-resnet50")
+    layers = verify_bundle(bundle)["target_options"]["float_layers"]
+    graph = onnx.load(str(bundle / "model.onnx")).graph
+    head = next(n for n in graph.node if n.name in layers)
+    weights = {i.name: i for i in graph.initializer}
+    assert len(layers) == 1 and head.op_type == "Gemm" and head.output[0] == graph.output[0].name
+    assert weights[head.input[1]].data_type == onnx.TensorProto.FLOAT  # not fed by a DequantizeLinear
+    assert sum(n.op_type == "DequantizeLinear" for n in graph.node) > 50  # the rest is quantised
 
 
 def test_classifier_and_embedding_parity(bundle_factory):

@@ -3,7 +3,8 @@
 Weights: int8, symmetric, per output channel. Activations: uint8 asymmetric for ONNX Runtime CPU
 (its fastest U8S8 kernels), or int8 symmetric for TensorRT's explicit quantisation. Calibration
 frames go through the runtime's own pre-processing, so the ranges are those the device will see.
-Methods: minmax (default), entropy, percentile (99.999).
+Methods: minmax (default), entropy, percentile (99.999). A final linear layer that writes a graph output
+(a classifier's logits) stays in float: a few thousand multiply-adds, and its rounding decides the class.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ def calibration_batches(request: ExportRequest) -> list[np.ndarray]:
     if request.calibration is None or not request.calibration.images:
         raise ExportError("int8 needs calibration images: pass --calib-data DIR (real ultrasound frames, ~300)")
     return [normalized_chw(img, request.preprocessing)[None] for img in request.calibration.images]
+
+
+def output_linear_layers(model_path: Path) -> list[str]:
+    """Names of Gemm/MatMul nodes whose result is a graph output (e.g. a classifier's logits layer)."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    outputs = {o.name for o in graph.output}
+    return [n.name for n in graph.node if n.op_type in ("Gemm", "MatMul") and outputs.intersection(n.output)]
 
 
 def quantize_onnx_static(src: Path, dst: Path, request: ExportRequest, symmetric_activations: bool) -> dict[str, Any]:
@@ -74,13 +84,15 @@ def quantize_onnx_static(src: Path, dst: Path, request: ExportRequest, symmetric
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
     try:  # the histogram calibrators print progress; stdout belongs to `--json`
+        keep_float = output_linear_layers(prepared)
         with contextlib.redirect_stdout(sys.stderr):
             quantize_static(str(prepared), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QInt8 if symmetric_activations else QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, calibrate_method=methods[method], extra_options=extra)
+                            weight_type=QuantType.QInt8, calibrate_method=methods[method],
+                            nodes_to_exclude=keep_float, extra_options=extra)
     finally:
         prepared.unlink(missing_ok=True)
     return {"quantization": "static QDQ", "weights": "int8 symmetric per-channel",
             "activations": "int8 symmetric" if symmetric_activations else "uint8 asymmetric",
-            "calibration_method": method, "calibration_images": len(batches),
+            "calibration_method": method, "calibration_images": len(batches), "float_layers": keep_float,
             "calibration_source": request.calibration.origin}
