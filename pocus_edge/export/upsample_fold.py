@@ -75,7 +75,6 @@ class FoldedUpsampleDecoderBlock(nn.Module):
         weight, bias = _folded_conv_bn(conv, norm)
         up_channels = conv.in_channels - skip_channels
         self.up = UpsampledConv3x3(weight[:, :up_channels]).float()  # phase sums taken in float64
-        self.has_skip = up_channels < conv.in_channels
         self.register_buffer("skip_weight", weight[:, up_channels:].float().contiguous())
         self.register_buffer("bias", bias.float().contiguous())
         self.conv2 = block.conv2
