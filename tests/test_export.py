@@ -15,7 +15,8 @@ from pocus_edge.errors import ConfigError, PocusError
 from pocus_edge.export import export
 from pocus_edge.export.base import ExportError, MissingExtra
 from pocus_edge.export.targets import TARGETS, canonical_target
-from pocus_edge.models.tasks import build_task_model, randomize_batchnorm
+from pocus_edge.models.registry import create_model
+from pocus_edge.models.tasks import randomize_batchnorm
 from pocus_edge.runtime import BundleError, load, verify_bundle
 
 # (target, precision) pairs exported in CI: each target's default plus the int8 paths that matter on devices.
@@ -98,7 +99,7 @@ def test_raw_input_folding_is_exact():
     from pocus_edge.export.wrappers import fold_raw_input
 
     torch.manual_seed(0)
-    model = randomize_batchnorm(build_task_model("segmentation", "resnet18"), seed=1).eval()
+    model = randomize_batchnorm(create_model("segmentation", "resnet18"), seed=1).eval()
     folded = fold_raw_input(model, IMAGENET_MEAN, IMAGENET_STD, 64)
     pixels = torch.randint(0, 256, (2, 1, 64, 64)).float()
     pixels[:, :, :, :3] = 0  # dark borders exercise the padding correction

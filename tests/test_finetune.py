@@ -179,9 +179,9 @@ def test_distilled_student_initialises_unet_and_classifier(tmp_path):
     path = tmp_path / "student.safetensors"
     save_encoder(path, student, "resnet18", 64, {"origin": "test"})
     for task, classes in (("segmentation", 1), ("classification", 3)):
-        model, origin = build_finetune_model(task, "resnet18", str(path), classes, linear_probe=False)
+        model, init = build_finetune_model(task, "resnet18", str(path), classes, linear_probe=False)
         assert torch.equal(model.encoder.layer4[1].conv2.weight, student.layer4[1].conv2.weight), task
-        assert str(path) in origin
+        assert str(path) in init["origin"]
     state = {k: v for k, v in student.state_dict().items() if k != "layer4.1.conv2.weight"}
     broken = tmp_path / "broken.safetensors"
     save_file(state, str(broken))

@@ -12,7 +12,8 @@ from conftest import run_cli
 from pocus_edge.errors import ConfigError
 from pocus_edge.export import export
 from pocus_edge.export.upsample_fold import UpsampledConv3x3, fold_decoder_upsampling
-from pocus_edge.models.tasks import build_task_model, randomize_batchnorm
+from pocus_edge.models.registry import create_model
+from pocus_edge.models.tasks import randomize_batchnorm
 
 
 @pytest.mark.parametrize("height,width", [(1, 1), (3, 5), (8, 8)])
@@ -29,7 +30,7 @@ def test_phase_convolutions_equal_conv_after_nearest_upsampling(height, width):
 @pytest.mark.parametrize("image_size", [64, 96])
 def test_folded_unet_gives_the_same_outputs(image_size):
     torch.manual_seed(0)
-    model = randomize_batchnorm(build_task_model("segmentation", "resnet18"), seed=3).eval()
+    model = randomize_batchnorm(create_model("segmentation", "resnet18"), seed=3).eval()
     folded, blocks = fold_decoder_upsampling(model, image_size)
     everything, all_blocks = fold_decoder_upsampling(model, image_size, min_channels=1)
     assert (blocks, all_blocks) == (4, 5)  # the 16-channel last block is left alone by default
@@ -42,9 +43,9 @@ def test_folded_unet_gives_the_same_outputs(image_size):
 
 
 def test_models_without_unet_decoder_are_unchanged():
-    model = build_task_model("classification", "resnet18").eval()
+    model = create_model("classification", "resnet18").eval()
     assert fold_decoder_upsampling(model, 64) == (model, 0)
-    unet = build_task_model("segmentation", "resnet18").eval()
+    unet = create_model("segmentation", "resnet18").eval()
     assert fold_decoder_upsampling(unet, 100)[1] == 0  # not divisible by 32: maps would not double exactly
 
 

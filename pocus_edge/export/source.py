@@ -14,22 +14,20 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from ..models.tasks import TaskSpec, build_task_model, randomize_batchnorm
+from ..models.registry import BUILTIN_LABELS, builtin_models, create_model
+from ..models.tasks import TaskSpec, randomize_batchnorm
 from .wrappers import calibrate_smoke_head
 
-BUILTINS = {
-    "unet-resnet50": ("segmentation", ["background", "lesion"]),
-    "classifier-resnet50": ("classification", ["benign", "malignant", "normal"]),
-    "encoder-resnet50": ("embedding", []),
-}
+BUILTINS = builtin_models()
 
 
 def _builtin(name: str, image_size: int) -> tuple[nn.Module, TaskSpec]:
-    task, labels = BUILTINS[name]
+    task, arch = BUILTINS[name]
+    labels = BUILTIN_LABELS[task]
     torch.manual_seed(0)
     num_classes = len(labels) if task == "classification" else 1
-    model = randomize_batchnorm(build_task_model(task, "resnet50", num_classes), seed=0)
-    spec = TaskSpec(name=name, task=task, encoder="resnet50", labels=labels, image_size=image_size,
+    model = randomize_batchnorm(create_model(task, arch, num_classes), seed=0)
+    spec = TaskSpec(name=name, task=task, encoder=arch, labels=labels, image_size=image_size,
                     threshold=0.5 if task == "segmentation" else None, source=f"built-in:{name} (random weights)")
     return calibrate_smoke_head(model, task, _phantom_batch(image_size)), spec
 
@@ -64,7 +62,7 @@ def _from_checkpoint(path: Path, image_size: int | None) -> tuple[nn.Module, Tas
                   mean=tuple(norm.get("mean", (0.485, 0.456, 0.406))),
                   std=tuple(norm.get("std", (0.229, 0.224, 0.225))))
     if kind == "encoder":
-        model = build_task_model("embedding", card["architecture"])
+        model = create_model("embedding", card["architecture"])
         _load_state(model.encoder, state, path)
         spec = TaskSpec(name=f"{card['architecture']}-embedding", task="embedding", encoder=card["architecture"],
                         labels=[], threshold=None, **common)
@@ -73,8 +71,8 @@ def _from_checkpoint(path: Path, image_size: int | None) -> tuple[nn.Module, Tas
         labels = list(card.get("labels", []))
         num_classes = int(card.get("num_classes", len(labels) or 1))
         try:
-            model = build_task_model(task, card["encoder"], num_classes)
-        except (ValueError, KeyError) as exc:
+            model = create_model(task, card["encoder"], num_classes, card.get("decoder_channels"))
+        except (ConfigError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{path}: card does not describe a model this version can build ({exc})")
         _load_state(model, state, path)
         spec = TaskSpec(name=card.get("name", f"{task}-{card['encoder']}"), task=task, encoder=card["encoder"],
@@ -95,7 +93,8 @@ def resolve_model(model: str, image_size: int | None) -> tuple[nn.Module, TaskSp
         path = Path(model)
         if not path.exists():
             raise ConfigError(
-                f"MODEL {model!r} is neither a built-in ({', '.join(BUILTINS)}) nor an existing checkpoint file"
+                f"MODEL {model!r} is neither a built-in (unet-ARCH, classifier-ARCH or encoder-ARCH, e.g. "
+                f"unet-resnet50, unet-mobilenetv3_large_100) nor an existing checkpoint file"
             )
         if path.is_dir():
             candidates = [path / "model.safetensors", path / "student.safetensors"]

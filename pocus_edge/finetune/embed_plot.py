@@ -28,9 +28,9 @@ def _frames(folder: Path, per_dataset: int) -> list[np.ndarray]:
 
 
 def _encoder(spec: str, architecture: str) -> tuple[str, torch.nn.Module]:
-    from ..models.tasks import EmbeddingModel, timm_encoder
+    from ..models.registry import create_model
 
-    model = EmbeddingModel(timm_encoder(architecture))
+    model = create_model("embedding", architecture)
     if spec == "random":
         torch.manual_seed(0)
         return "R50-Rand", model.eval()

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..models.encoder_io import load_encoder_state, save_encoder
-from ..models.tasks import build_task_model
+from ..models.encoder_io import load_encoder_state, read_card, save_encoder
+from ..models.registry import canonical_arch, create_model, default_decoder_channels, load_student_encoder, task_encoder
 
 
 class FinetuneModel(nn.Module):
@@ -34,37 +34,77 @@ class FinetuneModel(nn.Module):
         return self.net(x)
 
 
-def build_finetune_model(task: str, architecture: str, encoder: str, num_classes: int,
-                         linear_probe: bool) -> tuple[FinetuneModel, str]:
-    """(model, description of the encoder's origin) for ENC = 'random' or a .safetensors encoder file."""
-    net = build_task_model(task, architecture, num_classes)
-    enc = net.encoder
-    origin = f"random ({architecture})"
+def resolve_architecture(encoder: str, architecture: str | None) -> str:
+    """--architecture if given, else the one recorded in the --encoder card, else resnet50."""
+    card_arch = None
     if encoder != "random":
-        path = Path(encoder)
-        state, card = load_encoder_state(path)
-        if card.get("architecture", architecture) != architecture:
-            raise CheckpointError(
-                f"{path}: encoder is {card.get('architecture')}, but --architecture is {architecture}")
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        # compare keys and shapes ourselves: smp's encoders override load_state_dict and return nothing
-        expected = {k: tuple(v.shape) for k, v in enc.state_dict().items() if not k.startswith("fc.")}
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        misshaped = sorted(k for k in set(state) & set(expected) if tuple(state[k].shape) != expected[k])
-        if missing or unexpected or misshaped:
-            raise CheckpointError(f"{path}: encoder weights do not fit {architecture} ({len(missing)} missing, "
-                                  f"e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}; "
-                                  f"{len(misshaped)} of another shape, e.g. {misshaped[:3]})")
-        enc.load_state_dict(state, strict=False)
-        origin = f"{path} (sha256 {card['weights_sha256'][:12]})"
-    return FinetuneModel(net, enc, linear_probe), origin
+        card = read_card(Path(encoder))
+        card_arch = card.get("encoder") if card.get("kind") == "task_model" else card.get("architecture")
+    if architecture is None:
+        return canonical_arch(card_arch or "resnet50")
+    arch = canonical_arch(architecture)
+    if card_arch is not None and canonical_arch(card_arch, "--encoder") != arch:
+        raise CheckpointError(f"{encoder}: encoder is {card_arch}, but --architecture is {architecture}; drop "
+                              "--architecture (it is read from the card) or pass the matching one")
+    return arch
 
 
-def save_task_model(path: Path, net: nn.Module, cfg, labels: list[str], origin: str) -> dict:
+def build_finetune_model(task: str, architecture: str, encoder: str, num_classes: int, linear_probe: bool,
+                         decoder_channels: tuple[int, ...] | None = None) -> tuple[FinetuneModel, dict]:
+    """(model, its initialisation record) for --encoder random | a distilled student | a task checkpoint.
+
+    The record holds `origin` (text), `decoder_channels` (as built), `init_sha256` and `smoke_test_only` (true when
+    the initialisation descends from a random-weight teacher, so the flag survives every later step).
+
+    A task checkpoint (e.g. the student of `pocus kd`'s distillation stage) initialises the whole model,
+    decoder or head included; it must be the same task, architecture and decoder width.
+    """
+    if encoder == "random":
+        decoder_channels = _decoder(task, architecture, decoder_channels)
+        net = create_model(task, architecture, num_classes, decoder_channels)
+        return FinetuneModel(net, task_encoder(net), linear_probe), {
+            "origin": f"random ({architecture})", "decoder_channels": decoder_channels, "init_sha256": None,
+            "smoke_test_only": False}
+    path = Path(encoder)
+    state, card = load_encoder_state(path)
+    if card.get("kind") == "task_model":
+        if card.get("task") != task:
+            raise CheckpointError(f"{path}: a {card.get('task')} checkpoint cannot initialise a {task} model")
+        if card.get("num_classes", num_classes) != num_classes:
+            raise CheckpointError(f"{path}: has {card.get('num_classes')} output(s), this data needs {num_classes}")
+        decoder_channels = _decoder(task, architecture, decoder_channels or _tuple(card.get("decoder_channels")))
+        net = create_model(task, architecture, num_classes, decoder_channels)
+        expected = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+        if expected != {k: tuple(v.shape) for k, v in state.items()}:
+            raise CheckpointError(f"{path}: weights do not fit {architecture} with decoder {decoder_channels or 'auto'}"
+                                  "; pass the --decoder-channels it was trained with (see its card)")
+        net.load_state_dict(state)
+    else:
+        decoder_channels = _decoder(task, architecture, decoder_channels)
+        net = create_model(task, architecture, num_classes, decoder_channels)
+        load_student_encoder(net, task, architecture, state, str(path))
+    return FinetuneModel(net, task_encoder(net), linear_probe), {
+        "origin": f"{path} (sha256 {card['weights_sha256'][:12]})", "decoder_channels": decoder_channels,
+        "init_sha256": card["weights_sha256"], "smoke_test_only": bool(card.get("smoke_test_only", False))}
+
+
+def _decoder(task: str, arch: str, channels: tuple[int, ...] | None) -> list[int] | None:
+    """The decoder widths a segmentation model is built with (None for other tasks)."""
+    if task != "segmentation":
+        return None
+    return list(channels or default_decoder_channels(arch))
+
+
+def _tuple(value) -> tuple[int, ...] | None:
+    return tuple(int(v) for v in value) if value else None
+
+
+def save_task_model(path: Path, net: nn.Module, cfg, labels: list[str], init: dict, extra: dict | None = None) -> dict:
     """model.safetensors + model.json card (kind task_model): all pocus-export needs."""
-    return save_encoder(path, net, cfg.architecture, cfg.image_size, {
+    return save_encoder(path, net, cfg.architecture, cfg.image_size, {**(extra or {}),
         "kind": "task_model", "task": cfg.task, "name": f"{'unet' if cfg.task == 'segmentation' else 'classifier'}-"
         f"{cfg.architecture}", "encoder": cfg.architecture, "num_classes": len(labels) if cfg.task ==
         "classification" else 1, "labels": labels, "threshold": 0.5 if cfg.task == "segmentation" else None,
-        "encoder_origin": origin, "linear_probe": cfg.linear_probe, "label_fraction": cfg.label_fraction})
+        "encoder_origin": init["origin"], "init_sha256": init["init_sha256"],
+        "decoder_channels": init["decoder_channels"], "smoke_test_only": init["smoke_test_only"],
+        "linear_probe": cfg.linear_probe, "label_fraction": cfg.label_fraction})

@@ -46,12 +46,14 @@ def save_encoder(weights_path: Path, encoder: nn.Module, architecture: str, imag
 
 def load_encoder_state(weights_path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read weights and card, verifying the card's sha256; raises CheckpointError with the fix."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     weights_path = Path(weights_path)
     card_path = weights_path.with_suffix(".json")
     if not weights_path.is_file():
         raise CheckpointError(f"{weights_path}: no such weights file")
+    check_safetensors(weights_path)
     if not card_path.is_file():
         raise CheckpointError(f"{weights_path}: its card {card_path.name} is missing; copy it next to the weights")
     try:
@@ -64,4 +66,38 @@ def load_encoder_state(weights_path: Path) -> tuple[dict[str, torch.Tensor], dic
             f"{weights_path}: sha256 {actual[:12]}… does not match its card ({str(card.get('weights_sha256'))[:12]}…); "
             "the file is corrupt or was replaced"
         )
-    return load_file(str(weights_path)), card
+    try:
+        return load_file(str(weights_path)), card
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{weights_path}: cannot read the weights ({exc}); the file is corrupt: re-create it")
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a file that is not a complete safetensors file before any parser sees it (a pickle is named as such:
+    pocus-edge never unpickles weights)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(9)
+    header_len = int.from_bytes(head[:8], "little") if len(head) == 9 else -1
+    if len(head) == 9 and head[8:9] == b"{" and 8 + header_len <= path.stat().st_size:
+        return
+    if head.startswith(b"PK\x03\x04") or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        raise CheckpointError(f"{path}: this is a PyTorch pickle (torch.save), not .safetensors; pocus-edge never "
+                              "unpickles weights: convert it with safetensors.torch.save_file("
+                              "torch.load(FILE, weights_only=True), 'encoder.safetensors') and write its card")
+    raise CheckpointError(f"{path}: not a complete .safetensors file (truncated or another format); re-copy or "
+                          "re-create it")
+
+
+def read_card(weights_path: Path) -> dict:
+    """The JSON card beside a weights file, without reading the weights (they are verified when loaded)."""
+    card_path = Path(weights_path).with_suffix(".json")
+    if not card_path.is_file():
+        raise CheckpointError(f"{weights_path}: no such checkpoint, or its card {card_path.name} is missing")
+    try:
+        card = json.loads(card_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{card_path}: not a valid JSON card ({exc})")
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{card_path}: not a checkpoint card (expected a JSON object)")
+    return card

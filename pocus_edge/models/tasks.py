@@ -1,4 +1,6 @@
-"""Task models that export ships: U-Net segmentation, classifier and embedding model, all on a timm/smp ResNet.
+"""Task model parts: classifier and embedding heads on a timm CNN, and the TaskSpec an export needs.
+
+The models themselves are built by `registry.create_model` (smp U-Net for segmentation).
 
 - segmentation: smp `Unet(encoder_name, encoder_weights=None, classes=K)`; K = 1 gives sigmoid mask logits.
 - classification: encoder -> global average pool -> linear (logits).
@@ -60,27 +62,6 @@ class EmbeddingModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.encoder.forward_features(x).mean(dim=(2, 3)), dim=1)
-
-
-def timm_encoder(name: str) -> nn.Module:
-    """A timm CNN with no classifier and no pooling (timm key names, as `pocus distill` saves them)."""
-    import timm
-
-    return timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
-
-
-def build_task_model(task: str, encoder: str = "resnet50", num_classes: int = 1) -> nn.Module:
-    """Create the (random-weight) model for a task; weights are loaded by the caller."""
-    if task == "segmentation":
-        import segmentation_models_pytorch as smp
-
-        return smp.Unet(encoder_name=encoder, encoder_weights=None, classes=num_classes)
-    enc = timm_encoder(encoder)
-    if task == "classification":
-        return Classifier(enc, enc.num_features, num_classes)
-    if task == "embedding":
-        return EmbeddingModel(enc)
-    raise ValueError(f"unknown task {task!r}; choose one of {TASKS}")
 
 
 def randomize_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
