@@ -210,15 +210,15 @@ def info(
 @app.command()
 def predict(
     bundle: Path = typer.Argument(..., help="Bundle folder written by pocus-export."),
-    images: list[Path] = typer.Argument(None, help="Image files (PNG/JPEG/BMP/TIFF)."),
+    images: list[Path] = typer.Argument(None, help="Image files (PNG/JPEG/BMP/TIFF) or folders (recursive)."),
     video: Path | None = typer.Option(None, "--video", help="A cine loop (needs the video extra)."),
     out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Where masks, overlays and results.json go."),
     backend: str | None = typer.Option(None, help="onnxruntime | tflite | coreml | tensorrt [the bundle's own]."),
     threads: int | None = typer.Option(None, help="Inference threads [backend default]."),
-    smooth: float = typer.Option(0.0, help="Video: temporal smoothing of mask probabilities, 0..0.95."),
+    smooth: float = typer.Option(0.0, help="--video only: temporal smoothing of mask probabilities, 0..0.95."),
     json_out: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
 ) -> None:
-    """Run a bundle on images or a video (torch-free) and write masks, overlays and JSON."""
+    """Run a bundle on images, folders or a video (torch-free) and write masks, overlays and JSON."""
     from .runtime.predict import run_predict, summary_line
 
     report = run_predict(bundle, list(images or []), video, out, backend, threads, smooth)

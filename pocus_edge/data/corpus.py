@@ -49,10 +49,17 @@ class Corpus:
     duplicates: list[tuple[str, str]] = field(default_factory=list)
 
     def write_skipped(self, path: Path) -> None:
-        """Write skipped and duplicate files, one per line with the reason, for the user to inspect."""
-        lines = [f"{p}\t{reason}" for p, reason in self.skipped]
-        lines += [f"{p}\tduplicate of {orig}" for p, orig in self.duplicates]
-        Path(path).write_text("\n".join(lines) + ("\n" if lines else ""))
+        """Write skipped and duplicate files atomically, one `path<TAB>reason` line each (backslash, tab, CR and
+        newline escaped as \\\\, \\t, \\r, \\n so a multi-line reason or odd file name stays on its line)."""
+        from ..io import atomic_write_text
+
+        def esc(text: object) -> str:
+            table = {"\\": "\\\\", "\t": "\\t", "\r": "\\r", "\n": "\\n"}
+            return "".join(table.get(ch, ch) for ch in str(text))
+
+        lines = [f"{esc(p)}\t{esc(reason)}" for p, reason in self.skipped]
+        lines += [f"{esc(p)}\t{esc(f'duplicate of {orig}')}" for p, orig in self.duplicates]
+        atomic_write_text(Path(path), "\n".join(lines) + ("\n" if lines else ""))
 
 
 def _read_manifest(root: Path) -> list[dict[str, str]]:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..io import atomic_write_json
+from ..io import atomic_write_json, nan_to_null
 from ..runtime.preprocess import normalization
 from .data import read_samples, split_samples
 from .evaluate import evaluate_outputs
@@ -55,10 +55,10 @@ def run_eval(model: Path, data: Path, split: str, seed: int, threads: int | None
     predict, task, labels, what = _predictor(model, threads)
     samples = read_samples(data, task)
     chosen = samples if split == "all" else split_samples(samples, seed, task == "classification")[split]
-    result = evaluate_outputs(task, chosen, labels, predict)
+    result = evaluate_outputs(task, chosen, labels, predict, stage=f"eval of {model}")
     report = {"model": str(model), "evaluated_as": what, "data": str(data), "split": split, "seed": seed,
-              "task": task, "metrics": result["summary"]}
+              "task": task, "metrics": nan_to_null(result["summary"])}  # undefined (NaN) metrics -> null
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / "eval.json", {**report, "per_image": result["per_image"]})
+        atomic_write_json(out / "eval.json", {**report, "per_image": nan_to_null(result["per_image"])})
     return report

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..runtime.images import to_gray01
 from ..runtime.preprocess import normalization, normalized_chw, resize_bilinear
-from ..runtime.results import sigmoid, softmax
+from ..runtime.results import check_finite, sigmoid, softmax
 from .data import Sample, load_pair
 from .metrics import accuracy, confusion_matrix, dice_score, hd95, iou_score, macro_f1, mean_ignoring_nan
 
@@ -28,14 +28,17 @@ def summarize(task: str, rows: list[dict[str, Any]], labels: list[str]) -> dict[
 
 
 def evaluate_outputs(task: str, samples: list[Sample], labels: list[str],
-                     predict: Callable[[list[np.ndarray]], np.ndarray]) -> dict[str, Any]:
-    """`predict(gray frames) -> raw float outputs (N x C x S x S or N x K)`; compares to ground truth."""
+                     predict: Callable[[list[np.ndarray]], np.ndarray], stage: str = "eval") -> dict[str, Any]:
+    """`predict(gray frames) -> raw float outputs (N x C x S x S or N x K)`; compares to ground truth.
+
+    A NaN/inf output is a NonFiniteOutputError naming `stage` and the image, never a metric made from it."""
     rows = []
     for start in range(0, len(samples), 16):
         chunk = samples[start:start + 16]
         pairs = [load_pair(s) for s in chunk]
         outputs = predict([to_gray01(image) for image, _ in pairs])
         for s, (image, mask), out in zip(chunk, pairs, outputs, strict=True):
+            check_finite(np.asarray(out), f"{stage}: model output on {s.image}")
             if task == "segmentation":
                 probs = sigmoid(out)[0]
                 pred = resize_bilinear(probs, *image.shape) >= 0.5
@@ -50,8 +53,9 @@ def evaluate_outputs(task: str, samples: list[Sample], labels: list[str],
     return {"per_image": rows, "summary": summarize(task, rows, labels)}
 
 
-def evaluate_model(model, samples: list[Sample], task: str, labels: list[str], image_size: int) -> dict[str, Any]:
-    """Metrics of a torch model (eval mode, no grad) on samples."""
+def evaluate_model(model, samples: list[Sample], task: str, labels: list[str], image_size: int,
+                   stage: str = "evaluation") -> dict[str, Any]:
+    """Metrics of a torch model (eval mode, no grad) on samples; `stage` names the step in errors."""
     import torch
 
     pre = normalization(image_size)
@@ -64,6 +68,6 @@ def evaluate_model(model, samples: list[Sample], task: str, labels: list[str], i
     was_training = model.training
     model.eval()
     try:
-        return evaluate_outputs(task, samples, labels, predict)
+        return evaluate_outputs(task, samples, labels, predict, stage)
     finally:
         model.train(was_training)

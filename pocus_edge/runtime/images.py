@@ -7,10 +7,13 @@ Rules (documented in README, identical on Android):
   ultrasound saved as RGB with R = G = B is unchanged by this.
 - 16-bit images are refused: their display window is scanner-specific, so the caller must window them.
 - Empty, NaN/inf, wrong-rank and oversize (decompression-bomb) inputs are refused with the reason.
+- 3-D arrays are channels last (H x W x C); one whose first axis (1, 3 or 4) is shorter than both others is
+  taken to be channel-first (C x H x W) and refused with the transpose that fixes it, never read as rows.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,8 @@ from ..errors import PocusError
 
 MAX_PIXELS = 64_000_000  # ~8000 x 8000: far above any scanner frame, far below a decompression bomb
 LUMA_BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # what a folder given to predict is searched for
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I", "I;16N")
 
 
 class InputError(PocusError):
@@ -51,22 +56,67 @@ def _from_path(path: Path, max_pixels: int) -> np.ndarray:
         raise InputError(f"{path}: cannot read as an image ({exc.__class__.__name__}: {exc})")
 
 
-def _from_pil(img: Any, what: str) -> np.ndarray:
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "I;16N"):
+def check_image_file(path: Path, max_pixels: int = MAX_PIXELS) -> None:
+    """Cheap check before any model runs: the file exists, its header decodes, its size and bit depth are usable
+    and (PNG) every chunk's CRC holds, so junk, empty, 16-bit and truncated PNG files are found up front."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such image file")
+    try:
+        with Image.open(path) as img:
+            _check_size(img.height, img.width, str(path), max_pixels)
+            _refuse_16_bit(img, str(path))
+            img.verify()
+    except InputError:
+        raise
+    except Exception as exc:  # PIL raises many types for unreadable files
+        raise InputError(f"{path}: cannot read as an image ({exc.__class__.__name__}: {exc})")
+
+
+def find_images(folder: Path, exclude: Path | None = None) -> list[Path]:
+    """Image files (IMAGE_SUFFIXES, any case) below `folder`, recursively and sorted; hidden files and folders,
+    the folder `exclude` (an output folder inside the input) and symlinked folders are skipped."""
+    skip = Path(exclude).resolve() if exclude is not None else None
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and (Path(root) / d).resolve() != skip]
+        found += [Path(root) / f for f in files if not f.startswith(".") and Path(f).suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(found)
+
+
+def _refuse_16_bit(img: Any, what: str) -> None:
+    if img.mode in SIXTEEN_BIT_MODES:
         raise InputError(
             f"{what}: 16-bit image (mode {img.mode}); window it to 8 bits with your scanner's display window first"
         )
+
+
+def _from_pil(img: Any, what: str) -> np.ndarray:
+    _refuse_16_bit(img, what)
     if img.mode == "F":
-        return to_gray01(np.asarray(img, dtype=np.float32), what)
+        return _channels_last_to_gray01(np.asarray(img, dtype=np.float32), what)
     if img.mode not in ("L", "RGB", "RGBA", "LA"):
         img = img.convert("RGB")
-    return to_gray01(np.asarray(img), what)
+    return _channels_last_to_gray01(np.asarray(img), what)
 
 
 def to_gray01(array: np.ndarray, what: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """A 2-D (H x W) or 3-D (H x W x 1/3/4) uint8 or float array -> H x W float32 in [0, 1]."""
     if not isinstance(array, np.ndarray):
         raise InputError(f"{what}: expected a numpy array, got {type(array).__name__}")
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[0] < min(array.shape[1:]):
+        fix = "array[0]" if array.shape[0] == 1 else "array.transpose(1, 2, 0)"
+        raise InputError(
+            f"{what}: array of shape {array.shape} looks channel-first (C x H x W); this runtime takes H x W or "
+            f"H x W x C (channels last), pass {fix}"
+        )
+    return _channels_last_to_gray01(array, what, max_pixels)
+
+
+def _channels_last_to_gray01(array: np.ndarray, what: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """to_gray01 for an array known to be channels last (decoded by PIL)."""
     if array.ndim == 3 and array.shape[2] in (1, 2, 3, 4):
         channels = array.shape[2]
     elif array.ndim == 2:

@@ -1,18 +1,144 @@
-"""`pocus predict`: run a bundle on image files or a video and write masks, overlays and a JSON report."""
+"""`pocus predict`: run a bundle on image files, folders or a video and write masks, overlays and a JSON report.
+
+Contract (README "pocus predict"):
+- Every input is checked (exists, decodes, usable bit depth; folders searched recursively for IMAGE_SUFFIXES,
+  sorted, the output folder skipped) and the bundle loaded before anything is written.
+- Output names are unique and stable: the input's path below the common parent of all inputs, flattened with
+  `__` and made file-name safe; names that still collide (case-insensitively) get `_` + 8 hex of the sha1 of the
+  resolved path. The same file given twice is predicted once and listed under `duplicates_ignored`.
+- Everything is written to a hidden staging folder and moved into OUT at the end, results.json last: a failed
+  run leaves nothing new behind. A model output with NaN/inf is an error naming bundle and file.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import PocusError
-from ..io import atomic_write, atomic_write_json
-from .images import load_gray
+from ..errors import ConfigError, PocusError
+from ..io import atomic_write, atomic_write_json, current_umask
+from .images import IMAGE_SUFFIXES, check_image_file, find_images, load_gray, to_gray01
 from .predictor import load
-from .results import SegmentationResult
-from .stream import stream
+from .results import NonFiniteOutputError, SegmentationResult
+from .stream import OverlayVideo, check_smoothing, stream, video_fps, video_frames
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+@dataclass
+class Inputs:
+    """The image files to predict (unique, in order) and an account of what was given."""
+
+    files: list[Path] = field(default_factory=list)
+    given: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+
+def collect_inputs(paths: list[Path], out: Path) -> Inputs:
+    """Expand folders, check every file up front and drop repeats of the same (resolved) file."""
+    inputs = Inputs()
+    seen: set[Path] = set()
+    for given in map(Path, paths):
+        if given.is_dir():
+            if given.resolve() == out.resolve():
+                raise ConfigError(f"--out {out}: is the input folder {given}; masks would mix with the images, "
+                                  "give another folder")
+            found = find_images(given, exclude=out)
+            if not found:
+                raise PocusError(f"{given}: folder holds no image files ({', '.join(IMAGE_SUFFIXES)}; searched "
+                                 "recursively, hidden files and the --out folder skipped)")
+            inputs.given.append({"path": str(given), "kind": "folder", "images_found": len(found)})
+        elif given.is_file():
+            if given.suffix.lower() in VIDEO_SUFFIXES:
+                raise PocusError(f"{given}: a video; pass it with --video FILE")
+            found = [given]
+            inputs.given.append({"path": str(given), "kind": "file"})
+        elif given.exists():
+            raise PocusError(f"{given}: neither a regular file nor a folder")
+        else:
+            raise PocusError(f"{given}: no such image file or folder")
+        for path in found:
+            check_image_file(path)
+            key = path.resolve()
+            if key in seen:
+                inputs.duplicates.append(str(path))
+            else:
+                seen.add(key)
+                inputs.files.append(path)
+    return inputs
+
+
+def _safe_name(text: str) -> str:
+    name = re.sub(r"[^\w.-]+", "_", text).lstrip(".-")[:120]
+    return name or "image"
+
+
+def output_stems(files: list[Path]) -> list[str]:
+    """Unique (also case-insensitively), file-name-safe output stems, one per input file (rules in the docstring)."""
+    if not files:
+        return []
+    absolute = [Path(os.path.abspath(f)) for f in files]
+    root = Path(os.path.commonpath([str(a.parent) for a in absolute]))
+    stems = [_safe_name("__".join(a.relative_to(root).with_suffix("").parts)) for a in absolute]
+    counts = Counter(s.lower() for s in stems)
+    for i, (stem, f) in enumerate(zip(stems, files, strict=True)):
+        if counts[stem.lower()] > 1:
+            stems[i] = f"{stem}_{hashlib.sha1(str(f.resolve()).encode()).hexdigest()[:8]}"
+    if len({s.lower() for s in stems}) != len(stems):
+        raise RuntimeError(f"output names collide after hashing: {stems}")  # a bug, not a user error
+    return stems
+
+
+class Staging:
+    """A hidden folder the outputs are written to; commit() moves them into OUT (results.json last), discard()
+    removes it and any parent folders it had to create."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.created: list[Path] = []
+        self.dir = out
+        try:
+            if out.is_dir():
+                self.dir = Path(tempfile.mkdtemp(prefix=".pocus-predict-", dir=out))
+                return
+            for parent in reversed(out.absolute().parents):
+                if not parent.exists():
+                    parent.mkdir()
+                    self.created.append(parent)
+            self.dir = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.absolute().parent))
+        except OSError:
+            self.discard()
+            raise
+
+    def commit(self, last: str) -> None:
+        self.dir.chmod(0o777 & ~current_umask())
+        if not self.out.exists():
+            os.replace(self.dir, self.out)
+            return
+        names = sorted(p.relative_to(self.dir) for p in self.dir.rglob("*") if p.is_file())
+        for rel in sorted(names, key=lambda r: str(r) == last):
+            (self.out / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.dir / rel, self.out / rel)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def discard(self) -> None:
+        if self.dir != self.out:
+            shutil.rmtree(self.dir, ignore_errors=True)
+        for parent in reversed(self.created):
+            try:
+                parent.rmdir()
+            except OSError:
+                break
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
@@ -21,45 +147,131 @@ def _save_png(path: Path, array: np.ndarray) -> None:
     atomic_write(path, lambda p: Image.fromarray(array).save(p, format="PNG"))
 
 
-def _write_outputs(out: Path, stem: str, gray: np.ndarray, result: Any) -> dict[str, Any]:
+def _mask_png(result: SegmentationResult) -> np.ndarray:
+    """Binary model: 0 / 255; multi-class: the class index (0..K-1), whatever classes this image happens to hold."""
+    return result.mask.astype(np.uint8) * (255 if result.probabilities.shape[0] == 1 else 1)
+
+
+def _image_record(folder: Path, stem: str, gray: np.ndarray, result: Any) -> dict[str, Any]:
     record = result.to_json()
     if isinstance(result, SegmentationResult):
-        mask_png = result.mask.astype(np.uint8) * (255 if result.mask.max() <= 1 else 1)
-        _save_png(out / f"{stem}_mask.png", mask_png)
-        _save_png(out / f"{stem}_overlay.png", result.overlay(gray))
+        _save_png(folder / f"{stem}_mask.png", _mask_png(result))
+        _save_png(folder / f"{stem}_overlay.png", result.overlay(gray))
         record.update(mask=f"{stem}_mask.png", overlay=f"{stem}_overlay.png")
     return record
+
+
+def _predict_one(predictor: Any, image: Any, bundle: Path, what: str) -> Any:
+    try:
+        return predictor(image)
+    except NonFiniteOutputError as exc:
+        raise NonFiniteOutputError(f"predict: model output of {bundle} on {what}", exc.detail) from None
+
+
+def _predict_video(predictor: Any, bundle: Path, video: Path, smoothing: float,
+                   folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(one record per frame, video summary); a segmentation model's masks go to STEM_frames/ and its overlays
+    into STEM_overlay.mp4 beside them."""
+    stem = _safe_name(video.stem)
+    current: dict[str, np.ndarray] = {}
+
+    def tapped() -> Iterator[np.ndarray]:
+        for frame in video_frames(video):
+            current["frame"] = frame
+            yield frame
+
+    segmentation = predictor.task == "segmentation"
+    overlay = OverlayVideo(folder / f"{stem}_overlay.mp4", video_fps(video)) if segmentation else None
+    results = stream(predictor, tapped(), smoothing)
+    records: list[dict[str, Any]] = []
+    while True:
+        try:
+            result = next(results)
+        except StopIteration:
+            break
+        except NonFiniteOutputError as exc:
+            where = f"{video} frame {len(records)}"
+            raise NonFiniteOutputError(f"predict: model output of {bundle} on {where}", exc.detail) from None
+        record = {"source": f"{video}#{len(records)}", **result.to_json()}
+        if overlay is not None:
+            record["mask"] = f"{stem}_frames/{len(records):05d}_mask.png"
+            _save_png(folder / record["mask"], _mask_png(result))
+            overlay.write(result.overlay(to_gray01(current["frame"])))
+        records.append(record)
+    info: dict[str, Any] = {"source": str(video), "frames": len(records), "smoothing": smoothing}
+    if overlay is not None:
+        overlay.close()
+        info.update(overlay=None if overlay.error else overlay.path.name, overlay_error=overlay.error,
+                    overlay_padding_bottom_right=list(overlay.padding))
+    return records, info
+
+
+def _check_request(images: list[Path], video: Path | None, out: Path, smoothing: float) -> None:
+    if not images and video is None:
+        raise PocusError("give at least one IMAGE (file or folder) or --video FILE")
+    if video is None and smoothing:
+        raise ConfigError("--smooth applies to --video only; drop it or add --video FILE")
+    check_smoothing(smoothing, "--smooth")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is a file; give a folder path")
+    if video is not None:
+        video_fps(video)  # exists, OpenCV installed and able to open it
 
 
 def run_predict(bundle: Path, images: list[Path], video: Path | None, out: Path, backend: str | None,
                 threads: int | None, smoothing: float) -> dict[str, Any]:
     """Predict every image (and every frame of the video) and write OUT/results.json beside the masks."""
-    if not images and video is None:
-        raise PocusError("give at least one IMAGE or --video FILE")
+    out = Path(out)
+    _check_request(images, video, out, smoothing)
+    inputs = collect_inputs(images, out)
     predictor = load(bundle, backend=backend, threads=threads)
-    out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for path in images:
-        gray = load_gray(path)
-        result = predictor(gray)
-        records.append({"source": str(path), **_write_outputs(out, Path(path).stem, gray, result)})
-    if video is not None:
-        for index, result in enumerate(stream(predictor, video, smoothing)):
-            record = result.to_json()
-            if isinstance(result, SegmentationResult):
-                name = f"{Path(video).stem}_{index:05d}_mask.png"
-                _save_png(out / name, result.mask.astype(np.uint8) * 255)
-                record["mask"] = name
-            records.append({"source": f"{video}#{index}", **record})
-    report = {"bundle": str(bundle), "model": predictor.manifest["name"], "task": predictor.task,
-              "target": predictor.manifest["target"], "precision": predictor.manifest["precision"],
-              "backend": predictor.backend.name, "results": records}
-    atomic_write_json(out / "results.json", report)
+    try:
+        staging = Staging(out)
+    except OSError as exc:
+        raise PocusError(f"--out {out}: cannot create the output folder ({exc.strerror or exc}); choose another")
+    try:
+        records = []
+        for path, stem in zip(inputs.files, output_stems(inputs.files), strict=True):
+            gray = load_gray(path)
+            result = _predict_one(predictor, gray, bundle, str(path))
+            records.append({"source": str(path), **_image_record(staging.dir, stem, gray, result)})
+        video_info = None
+        if video is not None:
+            frames, video_info = _predict_video(predictor, bundle, Path(video), smoothing, staging.dir)
+            records += frames
+        report = {"bundle": str(bundle), "model": predictor.manifest["name"], "task": predictor.task,
+                  "target": predictor.manifest["target"], "precision": predictor.manifest["precision"],
+                  "backend": predictor.backend.name, "inputs": inputs.given, "images": len(inputs.files),
+                  "duplicates_ignored": inputs.duplicates, "video": video_info,
+                  "mask_values": _mask_values(predictor), "results": records}
+        atomic_write_json(staging.dir / "results.json", report)
+        staging.commit(last="results.json")
+    except OSError as exc:
+        staging.discard()
+        raise PocusError(f"--out {out}: cannot write predictions ({exc.strerror or exc}); nothing was written")
+    except BaseException:
+        staging.discard()
+        raise
     return report
 
 
-def summary_line(report: dict[str, Any]) -> str:
-    lat = [r["latency_ms"] for r in report["results"] if r.get("latency_ms") is not None]
-    return (f"{len(report['results'])} prediction(s) with {report['model']} ({report['target']} "
-            f"{report['precision']}, {report['backend']}); median latency {np.median(lat):.1f} ms" if lat else "")
+def _mask_values(predictor: Any) -> str | None:
+    if predictor.task != "segmentation":
+        return None
+    if predictor.manifest["postprocessing"]["activation"] == "sigmoid":
+        return "0 = background, 255 = foreground"
+    return "class index into labels (0 .. number of labels - 1)"
 
+
+def summary_line(report: dict[str, Any]) -> str:
+    """One line: what was predicted, from what (folder counts, duplicates) and the median latency."""
+    lat = [r["latency_ms"] for r in report["results"] if r.get("latency_ms") is not None]
+    found = [f"{g['images_found']} in {g['path']}" for g in report.get("inputs", []) if g["kind"] == "folder"]
+    parts = [f"{report.get('images', 0)} image(s)" + (f" ({', '.join(found)})" if found else "")]
+    if report.get("duplicates_ignored"):
+        parts.append(f"{len(report['duplicates_ignored'])} duplicate input(s) predicted once")
+    if report.get("video"):
+        parts.append(f"{report['video']['frames']} video frame(s)")
+    line = (f"{len(report['results'])} prediction(s) with {report['model']} ({report['target']} "
+            f"{report['precision']}, {report['backend']}): {', '.join(parts)}")
+    return line + (f"; median latency {np.median(lat):.1f} ms" if lat else "")

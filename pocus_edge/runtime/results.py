@@ -7,7 +7,30 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import PocusError
 from .preprocess import dequantize, resize_bilinear
+
+
+class NonFiniteOutputError(PocusError):
+    """A model output holds NaN or infinite values: any mask, label or embedding made from it would be wrong."""
+
+    def __init__(self, what: str, detail: str):
+        super().__init__(f"{what} {detail}")
+        self.detail = detail
+
+
+def check_finite(output: np.ndarray, what: str = "model output") -> None:
+    """Raise NonFiniteOutputError (naming counts of NaN and inf) unless every value of `output` is finite."""
+    finite = np.isfinite(output)
+    if finite.all():
+        return
+    nan = int(np.isnan(output).sum())
+    inf = int(finite.size - finite.sum()) - nan
+    kinds = " and ".join(k for k, n in (("NaN", nan), ("inf", inf)) if n)
+    counts = ", ".join(f"{n} {k}" for k, n in (("NaN", nan), ("inf", inf)) if n)
+    raise NonFiniteOutputError(what, (
+        f"holds {kinds} ({counts} of {output.size} values); no result was made from it. The model or bundle is "
+        "broken (NaN weights, an overflowing fp16/int8 conversion): re-export it and check its parity"))
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -96,7 +119,10 @@ def output_as_float(raw: np.ndarray, manifest: dict[str, Any]) -> np.ndarray:
 
 
 def postprocess(output: np.ndarray, manifest: dict[str, Any], original_size: tuple[int, int]):
-    """One sample's float output (C x H x W or C) -> a typed result at the original image size."""
+    """One sample's float output (C x H x W or C) -> a typed result at the original image size.
+
+    Non-finite outputs raise NonFiniteOutputError: thresholding NaN would give an empty mask, silently."""
+    check_finite(output)
     post = manifest["postprocessing"]
     task = manifest["task"]
     labels = list(manifest["labels"])
