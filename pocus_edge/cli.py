@@ -12,9 +12,11 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from .cli_common import console, print_summary, setup_logging
+from .cli_common import console, os_error_line, print_summary, setup_logging, usage_exit_code
 from .errors import PocusError
+from .limits import check, check_out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="pocus-edge: distil, export and run POCUS models.")
 
@@ -46,10 +48,10 @@ def distill(
     precision: str | None = typer.Option(None, help="auto | bf16 | fp16 | fp32 [auto: bf16 on capable GPUs]."),
     save_every: str | None = typer.Option(None, help="Checkpoint every N steps ('500') or epochs ('1ep')."),
     keep_last: int | None = typer.Option(None, help="Checkpoints kept [3]."),
-    held_out_fraction: float | None = typer.Option(None, help="Held-out share for token R² [0.05]."),
+    held_out_fraction: float | None = typer.Option(None, help="Held-out share for token R², 0..0.5 [0.05]."),
     resume: bool | None = typer.Option(None, "--resume", help="Continue from the newest valid checkpoint."),
     num_workers: int | None = typer.Option(None, help="Data-loader worker processes [2]."),
-    threads: int | None = typer.Option(None, help="torch CPU threads (0 = default)."),
+    threads: int | None = typer.Option(None, help="torch CPU threads, 0..4 x CPU cores (0 = default)."),
     seed: int | None = typer.Option(None, help="Seed for init, data order, augmentation [0]."),
     quiet: bool | None = typer.Option(None, "--quiet", help="No progress bar or info logs."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -136,6 +138,11 @@ def export_cmd(
     from .export import export
 
     _setup_logging(quiet)
+    for name, value in (("image_size", image_size), ("num_calib", num_calib), ("num_parity", num_parity)):
+        if value is not None:
+            check(name, value)
+    if out is not None:
+        check_out(out)
     if batch not in ("1", "dynamic"):
         raise PocusError(f"--batch {batch!r}: use 1 or dynamic")
     options = {"calibration_method": calib_method, "ort_format": ort_format, "nhwc": nhwc, "io": io,
@@ -221,6 +228,9 @@ def predict(
     """Run a bundle on images, folders or a video (torch-free) and write masks, overlays and JSON."""
     from .runtime.predict import run_predict, summary_line
 
+    if threads is not None:
+        check("runtime_threads", threads, "--threads")
+    check_out(out)
     report = run_predict(bundle, list(images or []), video, out, backend, threads, smooth)
     if json_out:
         print(json.dumps(report, indent=2))
@@ -235,9 +245,10 @@ app.add_typer(bench_app, name="bench")
 _register_finetune(app)
 
 
-def _run(typer_app: typer.Typer, args: list[str] | None = None) -> None:
+def _run(typer_app: typer.Typer, args: list[str] | None = None, prog_name: str | None = None) -> None:
+    """Run the app; user errors (PocusError, usage errors, a full or read-only disk) end as one `error:` line."""
     try:
-        typer_app(args=args, standalone_mode=False)
+        code = typer_app(args=args, standalone_mode=False, prog_name=prog_name)
     except PocusError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -247,17 +258,19 @@ def _run(typer_app: typer.Typer, args: list[str] | None = None) -> None:
     except FloatingPointError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(3)
-    except Exception as exc:  # click's usage errors carry their own exit codes
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+    except OSError as exc:
+        line = os_error_line(exc)
+        if line is None:
+            raise
+        console.print(f"[red]error:[/red] {escape(line)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except Exception as exc:  # usage errors of typer's click (vendored or not) and their exit codes
+        usage_code = usage_exit_code(exc)
+        if usage_code is None:
+            raise
+        sys.exit(usage_code)
+    if isinstance(code, int) and not isinstance(code, bool) and code:  # typer.Exit(code) in non-standalone mode
+        sys.exit(code)
 
 
 def main() -> None:
@@ -267,17 +280,17 @@ def main() -> None:
 
 def export_main() -> None:
     """Entry point of `pocus-export` (same as `pocus export`)."""
-    _run(app, ["export", *sys.argv[1:]])
+    _run(app, ["export", *sys.argv[1:]], prog_name="pocus")
 
 
 def bench_main() -> None:
     """Entry point of `pocus-bench` (same as `pocus bench`)."""
-    _run(app, ["bench", *sys.argv[1:]])
+    _run(app, ["bench", *sys.argv[1:]], prog_name="pocus")
 
 
 def distill_main() -> None:
     """Entry point of `pocus-distill` (same as `pocus distill`)."""
-    _run(app, ["distill", *sys.argv[1:]])
+    _run(app, ["distill", *sys.argv[1:]], prog_name="pocus")
 
 
 if __name__ == "__main__":

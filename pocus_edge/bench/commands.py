@@ -10,6 +10,7 @@ from rich.console import Console
 
 from ..cli_common import console, setup_logging
 from ..errors import PocusError
+from ..limits import check
 
 _setup_logging = setup_logging
 
@@ -18,13 +19,14 @@ bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: latency of bundl
 
 
 def _int_list(text: str, flag: str) -> list[int]:
+    """Thread counts '1,2,4' -> [1, 2, 4], each within limits.BOUNDS['runtime_threads']."""
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise PocusError(f"{flag} {text!r}: expected comma-separated integers such as 1,2,4")
     if not values or min(values) < 1:
         raise PocusError(f"{flag} {text!r}: values must be >= 1")
-    return values
+    return [check("runtime_threads", v, flag) for v in values]
 
 
 @bench_app.command("latency")
@@ -48,6 +50,9 @@ def bench_latency(
     from .stats import write_rows
 
     _setup_logging(False)
+    check("warmup", warmup)
+    check("runs", runs)
+    check("bench_batch", batch, "--batch")
     check_bundles(bundles)
     profile_threads = apply_profile(profile)
     thread_list = _int_list(threads, "--threads") if threads != "1" or profile_threads is None else profile_threads
@@ -129,6 +134,8 @@ def bench_coreml_report(
     from ..io import atomic_write_json
     from .coreml_report import measure_coreml_report, report_to_row
 
+    check("warmup", warmup)
+    check("runs", runs)
     report = measure_coreml_report(bundle, compute_units, warmup, runs)
     atomic_write_json(out, report)
     row = report_to_row(report, out.name)

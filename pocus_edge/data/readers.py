@@ -8,14 +8,22 @@ evenly. PIL's decompression-bomb guard stays on, so an absurdly large image is r
 
 from __future__ import annotations
 
-from pathlib import Path
+import csv
+import io
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 from PIL import Image
 
+from ..errors import DataError
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+# What decoding a broken file raises: PIL gives OSError (truncated), SyntaxError (broken PNG chunks),
+# DecompressionBombError; our own checks give ValueError.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+MANIFEST_PATH_COLUMNS = ("file", "mask")
 
 
 def to_uint8(frame: np.ndarray) -> np.ndarray:
@@ -109,3 +117,48 @@ def read_frame(path: Path, frame: int | None = None) -> np.ndarray:
     if out.ndim != 2 or min(out.shape) < 8:
         raise ValueError(f"decoded to shape {out.shape}, expected a 2-D image of at least 8x8 pixels")
     return out
+
+
+def read_frame_checked(path: Path, what: str = "image", frame: int | None = None) -> np.ndarray:
+    """read_frame, with any decoding failure turned into a DataError that names the file."""
+    try:
+        return read_frame(Path(path), frame)
+    except DECODE_ERRORS as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{path}: cannot decode this {what} ({reason}); replace the file or remove it from the data")
+
+
+def _leaves_folder(relative: str) -> bool:
+    """True for an absolute path (POSIX or Windows) or one that climbs out with `..`."""
+    posix = PurePosixPath(relative.replace("\\", "/"))
+    return posix.is_absolute() or bool(PureWindowsPath(relative).drive) or ".." in posix.parts
+
+
+def read_manifest_csv(root: Path) -> list[dict[str, str]]:
+    """Rows of ROOT/manifest.csv (UTF-8, BOM allowed), refusing undecodable bytes and paths that leave ROOT.
+
+    The `file` and `mask` columns must be relative paths inside ROOT: an absolute path or `..` would read
+    images from elsewhere on the disk and silently mix them into the data.
+    """
+    path = Path(root) / "manifest.csv"
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise DataError(f"{path}: line {line} is not UTF-8 (byte 0x{raw[exc.start]:02x}); save the file as UTF-8")
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        rows = list(reader)
+    except csv.Error as exc:
+        raise DataError(f"{path}: not a readable CSV file ({exc})")
+    if "file" not in (reader.fieldnames or []):
+        raise DataError(f"{path}: no 'file' column (found: {', '.join(reader.fieldnames or []) or 'nothing'}); "
+                        "the first line must name the columns, e.g. file,mask,label")
+    for number, row in enumerate(rows, start=2):
+        for column in MANIFEST_PATH_COLUMNS:
+            value = row.get(column) or ""
+            if _leaves_folder(value):
+                raise DataError(f"{path}: line {number}: {column} {value!r} points outside {root}; "
+                                "manifest paths must be relative to the folder that holds manifest.csv")
+    return rows

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import yaml
 
 from ..data.transforms import AUG_PRESETS
 from ..errors import ConfigError
+from ..limits import check, check_out
 from ..models.teacher import AGGREGATIONS
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -58,6 +61,8 @@ class DistillConfig:
 
     def validate(self) -> DistillConfig:
         """Raise ConfigError for values that would fail later or silently do the wrong thing."""
+        for f in fields(self):
+            setattr(self, f.name, check_type(f.name, getattr(self, f.name), "setting", type(self)))
         if not self.data:
             raise ConfigError("no --data given: pass one or more folders of ultrasound images")
         if not self.out:
@@ -66,25 +71,25 @@ class DistillConfig:
             raise ConfigError(
                 "--teacher-weights is required: a local DINOv3 .safetensors/.pth file, or 'random' for smoke tests"
             )
-        if self.image_size <= 0 or self.image_size % 32:
-            raise ConfigError(f"--image-size {self.image_size}: must be a positive multiple of 32 (e.g. 224, 256)")
         if self.aug not in AUG_PRESETS:
             raise ConfigError(f"--aug {self.aug!r}: choose one of {', '.join(AUG_PRESETS)}")
         if self.aggregate not in AGGREGATIONS:
             raise ConfigError(f"--aggregate {self.aggregate!r}: choose one of {', '.join(AGGREGATIONS)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
-        for name in ("batch_size", "epochs", "keep_last", "log_every", "head_hidden", "max_micro_batch"):
+        for name in ("log_every", "head_hidden", "max_held_out", "max_video_frames"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        for name in ("accum_steps", "max_steps", "num_workers", "eval_every", "threads", "clip_grad"):
+        for name in ("eval_every", "clip_grad"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
-        if not 0.0 <= self.held_out_fraction < 1.0:
-            raise ConfigError(f"--held-out-fraction {self.held_out_fraction}: must be in [0, 1)")
-        if self.lr <= 0:
-            raise ConfigError(f"--lr {self.lr}: must be positive")
+        for name, bound in (("image_size", "image_size"), ("batch_size", "global_batch_size"), ("epochs", "epochs"),
+                            ("max_micro_batch", "micro_batch"), ("accum_steps", "steps"), ("max_steps", "steps"),
+                            ("keep_last", "keep_last"), ("num_workers", "num_workers"), ("threads", "threads"),
+                            ("held_out_fraction", "held_out_fraction"), ("lr", "learning_rate")):
+            check(bound, getattr(self, name), "--" + name.replace("_", "-"))
         parse_save_every(self.save_every)
+        check_out(self.out)
         return self
 
     def to_dict(self) -> dict:
@@ -99,6 +104,61 @@ def parse_save_every(text: str) -> tuple[int, str]:
     if not number.isdigit() or int(number) <= 0:
         raise ConfigError(f"--save-every {text!r}: use a positive step count (500) or epochs (1ep)")
     return int(number), unit
+
+
+def _type_name(hint) -> str:
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "text", dict: "a mapping",
+             list: "a list"}
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(hint)[0]).removeprefix('an ').removeprefix('a ')}s"
+    return names.get(origin or hint, getattr(hint, "__name__", str(hint)))
+
+
+def _matches(value, hint):
+    """(True, value as stored) if `value` fits the type hint; ints are taken for floats, nothing else is coerced."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        for member in typing.get_args(hint):
+            ok, coerced = _matches(value, member)
+            if ok:
+                return True, coerced
+        return False, value
+    if hint is type(None):
+        return value is None, value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_matches(v, item)[0] for v in value), value
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    return isinstance(value, origin or hint), value
+
+
+def check_type(name: str, value, where: str, config_class: type = DistillConfig):
+    """`value` as DistillConfig stores it, or ConfigError naming the setting and the type it needs.
+
+    YAML reads `batch_size: "8"` as text and `1e-4` (no dot) as text too; neither is guessed at.
+    """
+    hint = typing.get_type_hints(config_class)[name]
+    if name == "save_every" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # `save_every: 500` means 500 steps
+    ok, coerced = _matches(value, hint)
+    if ok:
+        return coerced
+    hint_text = ""
+    if isinstance(value, str) and hint in (int, float):
+        try:
+            float(value)
+            hint_text = "; write the number without quotes" + (" and with a dot (1.0e-4)" if "e" in value.lower()
+                                                                 else "")
+        except ValueError:
+            pass
+    raise ConfigError(f"{where}: {name} must be {_type_name(hint)}, got {value!r} ({type(value).__name__}){hint_text}")
 
 
 def load_config(yaml_path: Path | None, overrides: dict) -> DistillConfig:
@@ -119,7 +179,9 @@ def load_config(yaml_path: Path | None, overrides: dict) -> DistillConfig:
         unknown = sorted(set(loaded) - known)
         if unknown:
             raise ConfigError(f"--config {path}: unknown setting(s) {', '.join(unknown)}")
-        values.update(loaded)
+        if isinstance(loaded.get("data"), str):
+            loaded["data"] = [loaded["data"]]
+        values.update({k: check_type(k, v, f"--config {path}") for k, v in loaded.items()})
     values.update({k: v for k, v in overrides.items() if v is not None and v != [] and v != ()})
     if isinstance(values.get("data"), str):
         values["data"] = [values["data"]]

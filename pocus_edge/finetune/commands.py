@@ -10,6 +10,7 @@ from rich.console import Console
 
 from ..cli_common import console, print_summary, setup_logging
 from ..errors import PocusError
+from ..limits import check, check_out
 
 _setup_logging = setup_logging
 _print_summary = print_summary
@@ -87,6 +88,10 @@ def sweep(
     task: str = typer.Argument(..., help="seg or cls."),
     data: Path = typer.Option(..., "--data", help="Labelled folder."),
     encoder: list[str] = typer.Option(["random"], "--encoder", help="random or NAME=student.safetensors "
+    if threads is not None:
+        check("runtime_threads", threads, "--threads")
+    if out is not None:
+        check_out(out)
                                       "(repeatable)."),
     fractions: str = typer.Option("0.05,0.1,0.2,0.5,1", help="Label fractions, comma-separated."),
     out: Path = typer.Option(..., "--out", help="Folder for runs/, sweep.json and sweep.md."),
@@ -99,7 +104,7 @@ def sweep(
 ) -> None:
     """Label fractions x initialisations -> a Table-3-style Markdown + JSON table of test metrics."""
     from .sweep import parse_encoders, run_sweep
-    from .train import TASK_NAMES
+    from .train import TASK_NAMES, FinetuneConfig
 
     if task not in TASK_NAMES:
         raise PocusError(f"task {task!r}: use seg or cls")
@@ -120,6 +125,13 @@ def embed_plot_cmd(
     encoder: list[str] = typer.Option(..., "--encoder", help="random or a student.safetensors (repeatable)."),
     data: list[Path] = typer.Option(..., "--data", help="Dataset folders, one colour each (repeatable)."),
     out: Path = typer.Option(Path("embeddings.png"), "--out", help="PNG to write."),
+    if not fraction_list:
+        raise PocusError(f"--fractions {fractions!r}: give at least one label fraction, e.g. 0.1,1")
+    for fraction in fraction_list:
+        check("label_fraction", fraction, "--fractions")
+    # every cell is a finetune run: check its settings now, not after the first cells have trained
+    FinetuneConfig(task=TASK_NAMES[task], data=str(data), out=str(out), epochs=epochs, image_size=image_size,
+                   batch_size=batch_size, threads=threads, max_steps_per_epoch=max_steps_per_epoch).validate()
     per_dataset: int = typer.Option(100, help="Frames per dataset."),
     image_size: int = typer.Option(224, help="Input size."),
 ) -> None:
@@ -128,3 +140,7 @@ def embed_plot_cmd(
 
     counts = embed_plot(encoder, data, out, per_dataset, image_size)
     console.print(f"wrote {out}: {counts}", highlight=False)
+    check("per_dataset", per_dataset)
+    check("image_size", image_size)
+    if out.is_dir():
+        raise PocusError(f"--out {out}: is a folder; embed-plot writes one PNG file, e.g. --out embeddings.png")

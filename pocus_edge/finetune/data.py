@@ -9,13 +9,13 @@ stratified by class. Label fractions take a deterministic subset of the training
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..data.readers import read_frame_checked, read_manifest_csv
 from ..errors import DataError
 
 GROUP_COLUMNS = ("case_id", "patient_id", "clip_id", "source_file")
@@ -32,11 +32,6 @@ class Sample:
     pixel_size_mm: float | None = None
 
 
-def _rows(root: Path) -> list[dict[str, str]]:
-    with open(root / "manifest.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def _float(text: str | None) -> float | None:
     try:
         return float(text) if text not in (None, "") else None
@@ -51,7 +46,7 @@ def read_samples(root: Path, task: str) -> list[Sample]:
         raise DataError(f"--data {root}: no such folder")
     samples: list[Sample] = []
     if (root / "manifest.csv").is_file():
-        for row in _rows(root):
+        for row in read_manifest_csv(root):
             if row.get("split") == "test_unlabeled":
                 continue
             group = next((row[c] for c in GROUP_COLUMNS if row.get(c)), row["file"])
@@ -129,14 +124,20 @@ def label_fraction(train: list[Sample], fraction: float, seed: int, stratify: bo
 
 
 def load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray | None]:
-    """(gray uint8 image, binary uint8 mask or None); raises DataError when sizes disagree."""
-    from ..data.readers import read_frame
-
-    image = read_frame(Path(sample.image))
+    """(gray uint8 image, binary uint8 mask or None); DataError naming the file when one does not decode or
+    the sizes disagree."""
+    image = read_frame_checked(Path(sample.image), "image")
     if sample.mask is None:
         return image, None
-    mask = (read_frame(Path(sample.mask)) > 127).astype(np.uint8)
+    mask = (read_frame_checked(Path(sample.mask), "mask") > 127).astype(np.uint8)
     if mask.shape != image.shape:
         raise DataError(f"{sample.mask}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
                         f"{image.shape[1]}x{image.shape[0]}")
     return image, mask
+
+
+def check_decodable(samples: list[Sample]) -> None:
+    """Decode every image and mask once, so a truncated or mismatched file stops the run before training starts
+    (a broken test-split mask was otherwise found only when the trained model was evaluated)."""
+    for sample in samples:
+        load_pair(sample)

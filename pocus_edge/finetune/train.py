@@ -20,10 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..io import atomic_write_json, atomic_write_text
+from ..limits import check, check_out
 from ..runtime.preprocess import normalization, normalized_chw, resize_bilinear
-from .data import Sample, label_fraction, load_pair, read_samples, split_samples
+from .data import Sample, check_decodable, label_fraction, load_pair, read_samples, split_samples
 from .evaluate import evaluate_model
 from .model import build_finetune_model, save_task_model
 
@@ -51,12 +52,18 @@ class FinetuneConfig:
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
+        """Refuse bad options before any data is read or OUT is made (limits.BOUNDS holds the ranges)."""
         if self.task not in TASK_NAMES.values():
             raise ConfigError(f"task {self.task!r}: use seg or cls")
-        if self.image_size % 32 or self.image_size < 32:
-            raise ConfigError(f"--image-size {self.image_size}: must be a positive multiple of 32")
-        if self.epochs < 1:
-            raise ConfigError("--epochs must be at least 1")
+        for name, value in (("image_size", self.image_size), ("epochs", self.epochs), ("threads", self.threads),
+                            ("batch_size", self.batch_size), ("label_fraction", self.label_fraction)):
+            check(name, value)
+        check("steps", self.max_steps_per_epoch, "--max-steps-per-epoch")
+        if self.lr is not None:
+            check("learning_rate", self.lr, "--lr")
+        if not Path(self.data).is_dir():
+            raise DataError(f"--data {self.data}: no such folder")
+        check_out(self.out)
 
 
 def _augment(image: np.ndarray, mask: np.ndarray | None, size: int, rng: np.random.Generator):
@@ -107,16 +114,17 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     stratify = cfg.task == "classification"
     samples = read_samples(Path(cfg.data), cfg.task)
     splits = split_samples(samples, cfg.seed, stratify)
     train = label_fraction(splits["train"], cfg.label_fraction, cfg.seed, stratify)
     labels = sorted({s.label for s in samples}) if stratify else ["background", samples[0].label or "foreground"]
-    _write_splits(out / "splits.csv", splits, train)
+    check_decodable(samples)  # a truncated image or mask fails now, not after training
     model, origin = build_finetune_model(cfg.task, cfg.architecture, cfg.encoder, len(labels) if stratify else 1,
                                          cfg.linear_probe)
+    out = Path(cfg.out)  # made only now: a failed check above leaves nothing behind
+    out.mkdir(parents=True, exist_ok=True)
+    _write_splits(out / "splits.csv", splits, train)
     params = [p for p in model.parameters() if p.requires_grad]
     lr = cfg.lr or (1e-3 if cfg.linear_probe else 3e-4)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)

@@ -58,8 +58,10 @@ def load_encoder_state(weights_path: Path) -> tuple[dict[str, torch.Tensor], dic
         raise CheckpointError(f"{weights_path}: its card {card_path.name} is missing; copy it next to the weights")
     try:
         card = json.loads(card_path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{card_path}: not valid JSON ({exc})")
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{card_path}: not a checkpoint card (expected a JSON object)")
     actual = sha256_file(weights_path)
     if card.get("weights_sha256") != actual:
         raise CheckpointError(
