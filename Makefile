@@ -11,7 +11,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# torch/torchvision first: both come from this machine's local wheel store (see DESIGN.md)
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install --quiet -e '.[train,export,dicom,video,dev]'
+	$(PY) -m pip install --quiet -e '.[train,export,dicom,video,sign,dev]'
 	touch $@
 
 demo: venv

@@ -131,6 +131,8 @@ def export_cmd(
     palettize: int | None = typer.Option(None, help="coreml: palettize weights to 4, 6 or 8 bits."),
     build_engine: bool = typer.Option(False, "--build-engine", help="tensorrt: build the .engine now (needs "
                                       "tensorrt and a GPU)."),
+    sign: Path | None = typer.Option(None, "--sign", help="Ed25519 private key PEM (pocus keygen): also write "
+                                     "bundle.sig over the bundle digest (needs the sign extra)."),
     quiet: bool = typer.Option(False, "--quiet"),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
@@ -138,6 +140,10 @@ def export_cmd(
     from .export import export
 
     _setup_logging(quiet)
+    if sign is not None:
+        from .runtime.integrity import load_private_key
+
+        load_private_key(sign)  # a wrong key fails now, not after the conversion
     for name, value in (("image_size", image_size), ("num_calib", num_calib), ("num_parity", num_parity)):
         if value is not None:
             check(name, value)
@@ -151,7 +157,7 @@ def export_cmd(
                       parity_data=parity_data, dynamic_batch=batch == "dynamic", raw_input=raw_input,
                       parity=not no_parity, num_calib=num_calib, num_parity=num_parity,
                       parity_thresholds=_parse_thresholds(parity_threshold), overwrite=overwrite,
-                      fold_upsampling=fold_upsample, **options)
+                      fold_upsampling=fold_upsample, sign_key=sign, **options)
     if json_out:
         print(json.dumps(manifest, indent=2))
     elif not quiet:
@@ -171,10 +177,13 @@ def _parse_thresholds(items: list[str] | None) -> dict[str, float]:
     return result
 
 
-def _print_bundle(bundle: Path, manifest: dict) -> None:
+def _print_bundle(bundle: Path, manifest: dict, seal=None) -> None:
     from rich.table import Table
 
+    from .runtime.integrity import read_seal
     from .runtime.manifest import file_digest
+
+    seal = seal or read_seal(bundle)
 
     size = sum(p.stat().st_size for name in manifest["files"] for p in
                ([bundle / name] if (bundle / name).is_file() else (bundle / name).rglob("*")) if p.is_file())
@@ -193,7 +202,11 @@ def _print_bundle(bundle: Path, manifest: dict) -> None:
             ("created", manifest["created_at"])]
     ok = all(file_digest(bundle / n) == h for n, h in manifest["files"].items() if (bundle / n).exists())
     rows.append(("checksums", "ok" if ok else "MISMATCH"))
+    rows.append(("bundle digest", f"sha256:{seal.digest}"))
+    rows.append(("signature", seal.describe()))
     table = Table(title="pocus-edge bundle", show_header=False)
+    table.add_column()
+    table.add_column(overflow="fold")  # the digest is shown whole
     for key, value in rows:
         table.add_row(key, value)
     Console().print(table)
@@ -202,16 +215,32 @@ def _print_bundle(bundle: Path, manifest: dict) -> None:
 @app.command()
 def info(
     bundle: Path = typer.Argument(..., help="Bundle folder written by pocus-export."),
-    json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON, plus bundle_seal (digest, "
+                                  "signing key)."),
+    trusted_key: list[Path] = typer.Option(None, "--trusted-key", help="Ed25519 public key PEM; the bundle must be "
+                                           "signed by one of these (repeatable)."),
 ) -> None:
-    """Verify a bundle (schema + sha256 of every file) and print what it holds."""
-    from .runtime.manifest import verify_bundle
+    """Verify a bundle (schema, bundle digest, sha256 of every file, signature) and print what it holds."""
+    from .runtime.manifest import inspect_bundle
 
-    manifest = verify_bundle(bundle)
+    manifest, seal = inspect_bundle(bundle, trusted_key or None)
     if json_out:
-        print(json.dumps(manifest, indent=2))
+        print(json.dumps({**manifest, "bundle_seal": seal.to_json()}, indent=2))
     else:
-        _print_bundle(bundle, manifest)
+        _print_bundle(bundle, manifest, seal)
+
+
+@app.command()
+def keygen(
+    out: Path = typer.Option(..., "--out", help="Folder for pocus-signing-key.pem (private, mode 0600) and "
+                             "pocus-signing-key.pub.pem (public)."),
+) -> None:
+    """Make an Ed25519 key pair for pocus-export --sign and --trusted-key (needs the sign extra)."""
+    from .runtime.integrity import generate_keypair
+
+    private, public, fingerprint = generate_keypair(out)
+    console.print(f"private key {private} (keep it secret; pocus-export --sign)\npublic key  {public} "
+                  f"(share it; --trusted-key)\nfingerprint {fingerprint}", highlight=False)
 
 
 @app.command()
@@ -223,11 +252,17 @@ def predict(
     backend: str | None = typer.Option(None, help="onnxruntime | tflite | coreml | tensorrt [the bundle's own]."),
     threads: int | None = typer.Option(None, help="Inference threads [backend default]."),
     smooth: float = typer.Option(0.0, help="--video only: temporal smoothing of mask probabilities, 0..0.95."),
+    trusted_key: list[Path] = typer.Option(None, "--trusted-key", help="Ed25519 public key PEM; refuse bundles "
+                                           "not signed by one of these (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
 ) -> None:
     """Run a bundle on images, folders or a video (torch-free) and write masks, overlays and JSON."""
     from .runtime.predict import run_predict, summary_line
 
+    if trusted_key:
+        from .runtime.manifest import verify_bundle
+
+        verify_bundle(bundle, trusted_key)  # signature first; load() below re-checks the digest
     if threads is not None:
         check("runtime_threads", threads, "--threads")
     check_out(out)

@@ -69,12 +69,13 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
            parity_data: str | Path | None = None, dynamic_batch: bool = False, raw_input: bool = False,
            parity: bool = True, num_calib: int = 300, num_parity: int = 32,
            parity_thresholds: dict[str, float] | None = None, overwrite: bool = False,
-           fold_upsampling: bool | None = None, **target_options: Any) -> dict[str, Any]:
+           fold_upsampling: bool | None = None, sign_key: str | Path | None = None,
+           **target_options: Any) -> dict[str, Any]:
     """Export MODEL to a bundle folder and return its manifest (parity summary included).
 
     `fold_upsampling` rewrites a U-Net decoder's nearest-upsample + 3x3 convolution into fewer
     multiply-adds (upsample_fold.py); None = for fp32/fp16 only. Parity is always measured against the
-    unmodified PyTorch model.
+    unmodified PyTorch model. `sign_key`: an Ed25519 private key PEM; the bundle then carries bundle.sig.
     """
     target = canonical_target(target)
     precision = check_precision(target, precision)
@@ -126,7 +127,7 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
                 f"{'; '.join(report['failures'])}. Nothing was written to {out}. Check calibration data, or relax "
                 "with --parity-threshold METRIC=VALUE if this loss is acceptable"
             )
-        publish(workdir, out)
+        publish(workdir, out, sign_key=sign_key)  # bundle.sha256 (+ bundle.sig) written last
     except BaseException:
         discard(workdir)
         raise

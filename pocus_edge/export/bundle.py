@@ -2,11 +2,14 @@
 
 A bundle is built in a hidden sibling work folder; only after the manifest validates and parity
 passes is it renamed into place, so a failed or interrupted export never leaves a folder that looks valid.
+The last file written is bundle.sha256, one digest over every file (runtime/integrity.py), plus bundle.sig
+when the export is signed.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import tempfile
@@ -15,7 +18,9 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..io import atomic_write_json
+from ..runtime.integrity import seal
 from ..runtime.manifest import MANIFEST_NAME, file_digest, validate_manifest
+from .base import ExportError
 
 
 def make_workdir(out: Path, overwrite: bool) -> Path:
@@ -35,18 +40,31 @@ def hash_files(workdir: Path, names: list[str]) -> dict[str, str]:
 
 
 def write_manifest(workdir: Path, manifest: dict[str, Any]) -> None:
-    """Validate against the schema, then write manifest.json atomically."""
+    """Validate against the schema, write manifest.json atomically, and re-seal the folder (bundle.sha256) so
+    the work folder is a loadable bundle at every step (parity loads it through the runtime)."""
     validate_manifest(manifest, "export manifest")
+    _check_strict_json(manifest, "export manifest")
     atomic_write_json(workdir / MANIFEST_NAME, manifest)
+    seal(workdir)
+
+
+def _check_strict_json(obj: Any, where: str) -> None:
+    """Refuse NaN/Infinity: Python would write them as bare tokens no JSON parser (or the Android core) accepts."""
+    try:
+        json.dumps(obj, allow_nan=False)
+    except ValueError:
+        raise ExportError(f"{where}: holds a NaN or infinite number; refusing to write invalid JSON")
 
 
 def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
 
 
-def publish(workdir: Path, out: Path) -> Path:
-    """Rename the finished work folder onto `out`, replacing an old bundle only at the last moment."""
+def publish(workdir: Path, out: Path, sign_key: str | Path | None = None) -> Path:
+    """Seal the finished work folder (bundle.sha256 written last, bundle.sig when `sign_key` is given) and rename
+    it onto `out`, replacing an old bundle only at the last moment."""
     out = Path(out)
+    seal(workdir, sign_key)
     _make_readable(workdir)
     old = None
     if out.exists():

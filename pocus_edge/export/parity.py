@@ -2,19 +2,23 @@
 
 Segmentation: per-image mask Dice agreement (both masks empty counts as 1) and mean |Δprob|.
 Classification: top-1 agreement and max |Δprob|. Embedding: cosine similarity (min and mean).
-Thresholds depend on the precision and can be overridden; failing them fails the export.
+Thresholds depend on the precision and can be overridden; failing them fails the export, and so does any
+NaN/inf in either model's outputs (a comparison with NaN is always False and would otherwise pass).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..runtime.preprocess import normalized_chw
 from ..runtime.results import sigmoid, softmax
+from .base import ExportError
 
 # metric -> (direction, fp32, fp16, int8); "min": value must be >= threshold, "max": value must be <= threshold
 DEFAULT_THRESHOLDS: dict[str, dict[str, tuple[str, float, float, float]]] = {
@@ -32,6 +36,8 @@ def thresholds_for(task: str, precision: str, overrides: dict[str, float] | None
     for key, value in (overrides or {}).items():
         if key not in table:
             raise KeyError(f"unknown parity metric {key!r} for {task}; choose from {', '.join(table)}")
+        if not math.isfinite(float(value)):
+            raise ConfigError(f"--parity-threshold {key}={value}: a threshold must be a finite number")
         table[key][1] = float(value)
     return table
 
@@ -55,9 +61,11 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def compare(task: str, ref: np.ndarray, out: np.ndarray, threshold: float | None) -> dict[str, float]:
-    """Parity metrics between reference and exported outputs (N x ... each)."""
+    """Parity metrics between reference and exported outputs (N x ... each); non-finite outputs are an error."""
     if ref.shape != out.shape:
         raise ValueError(f"exported output shape {out.shape} differs from PyTorch {ref.shape}")
+    check_finite(ref, "the PyTorch fp32 reference")
+    check_finite(out, "the exported model")
     if task == "segmentation":
         if ref.shape[1] == 1:
             pr, po = sigmoid(ref), sigmoid(out)
@@ -86,11 +94,24 @@ def compare(task: str, ref: np.ndarray, out: np.ndarray, threshold: float | None
     return {"cosine_min": float(cos.min()), "cosine_mean": float(cos.mean())}
 
 
+def check_finite(outputs: np.ndarray, what: str) -> None:
+    """Raise ExportError when outputs hold NaN/inf: every comparison with NaN is False, so it would pass."""
+    bad = ~np.isfinite(outputs)
+    if bad.any():
+        raise ExportError(
+            f"export parity: {what} gave {int(bad.sum())} non-finite values (NaN/inf) of {outputs.size} on the "
+            "parity images; the model's weights hold NaN/inf or it overflows at this precision. Check the "
+            "checkpoint (and the precision); nothing was exported")
+
+
 def judge(metrics: dict[str, float], thresholds: dict[str, list]) -> list[str]:
-    """Failures as readable strings ('dice_mean 0.91 < 0.95'); empty when all thresholds hold."""
+    """Failures as readable strings ('dice_mean 0.91 < 0.95'); empty when all thresholds hold (NaN never does)."""
     failures = []
     for name, (direction, limit) in thresholds.items():
         value = metrics[name]
+        if not math.isfinite(value):
+            failures.append(f"{name} is {value}, not a finite number")
+            continue
         if direction == "min" and value < limit:
             failures.append(f"{name} {value:.5g} < {limit:g}")
         if direction == "max" and value > limit:

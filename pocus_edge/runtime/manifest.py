@@ -1,19 +1,24 @@
 """Read, validate and verify a bundle's manifest.json (schema_version 1).
 
 The JSON Schema lives beside this module (manifest.schema.json) and is the single definition the
-Python runtime, the exporter and the Android core share. `verify_bundle` also checks the sha256 of
-every file the manifest lists, so a tampered, truncated or incomplete bundle is refused at load.
+Python runtime, the exporter and the Android core share. `verify_bundle` also checks the bundle digest
+(bundle.sha256, integrity.py) over every file, manifest included, and the sha256 of every file the manifest
+lists, so a tampered, truncated, incomplete or extended bundle is refused at load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import PocusError
 from ..io import sha256_file
+
+if TYPE_CHECKING:
+    from .integrity import Seal
 
 MANIFEST_NAME = "manifest.json"
 SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
@@ -21,6 +26,8 @@ SCHEMA_PATH = Path(__file__).with_name("manifest.schema.json")
 
 class BundleError(PocusError):
     """A bundle is missing, incomplete, tampered with, or does not match its manifest."""
+
+
 
 
 @lru_cache(maxsize=1)
@@ -70,8 +77,6 @@ def file_digest(path: Path) -> str:
     path = Path(path)
     if path.is_file():
         return sha256_file(path)
-    import hashlib
-
     h = hashlib.sha256()
     for child in sorted(p for p in path.rglob("*") if p.is_file()):
         h.update(child.relative_to(path).as_posix().encode() + b"\0")
@@ -79,22 +84,50 @@ def file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify_bundle(bundle_dir: Path) -> dict[str, Any]:
-    """Validate the manifest and the sha256 of every listed file; returns the manifest."""
+def verify_bundle(bundle_dir: Path, trusted_keys: list[str | Path] | None = None) -> dict[str, Any]:
+    """Validate the manifest, the bundle digest over every file and the listed sha256s; returns the manifest.
+
+    With `trusted_keys` (Ed25519 public key PEM files) the bundle must also carry a signature by one of them.
+    """
+    return inspect_bundle(bundle_dir, trusted_keys)[0]
+
+
+def inspect_bundle(bundle_dir: Path, trusted_keys: list[str | Path] | None = None) -> tuple[dict[str, Any], Seal]:
+    """`verify_bundle`, also returning the bundle's Seal (digest, signing key) for `pocus info`."""
+    from .integrity import TENSORRT_LOCAL_OUTPUTS, check_digest, check_signature, file_hashes, scan_files
+
     bundle_dir = Path(bundle_dir)
+    if bundle_dir.is_dir():
+        scan_files(bundle_dir)  # refuse links before reading anything
     manifest = read_manifest(bundle_dir)
+    hashes = file_hashes(bundle_dir)
+    local = TENSORRT_LOCAL_OUTPUTS if manifest["target"] == "tensorrt" else ()
+    digest = check_digest(bundle_dir, hashes, local)
     if manifest["model_file"] not in manifest["files"]:
         raise BundleError(f"{bundle_dir}: manifest lists no sha256 for its model file {manifest['model_file']}")
     for name, expected in manifest["files"].items():
-        path = bundle_dir / name
         if Path(name).is_absolute() or ".." in Path(name).parts:
             raise BundleError(f"{bundle_dir}: manifest file entry {name!r} points outside the bundle")
-        if not path.exists():
+        actual = _listed_digest(hashes, Path(name).as_posix())
+        if actual is None:
             raise BundleError(f"{bundle_dir}: {name} is missing; the bundle is incomplete (re-export it)")
-        actual = file_digest(path)
         if actual != expected:
             raise BundleError(
                 f"{bundle_dir}: {name} sha256 {actual[:12]}… does not match the manifest ({expected[:12]}…); "
                 "the file was changed or corrupted after export"
             )
-    return manifest
+    return manifest, check_signature(bundle_dir, digest, trusted_keys)
+
+
+def _listed_digest(hashes: dict[str, str], name: str) -> str | None:
+    """`file_digest` of NAME computed from already-verified hashes (a folder: over its files, as file_digest)."""
+    if name in hashes:
+        return hashes[name]
+    children = sorted(Path(rel).relative_to(name) for rel in hashes if rel.startswith(name + "/"))
+    if not children:
+        return None
+    h = hashlib.sha256()
+    for child in children:
+        h.update(child.as_posix().encode() + b"\0")
+        h.update(hashes[f"{name}/{child.as_posix()}"].encode())
+    return h.hexdigest()

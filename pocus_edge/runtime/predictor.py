@@ -10,7 +10,7 @@ import numpy as np
 
 from .backends import open_backend
 from .images import load_gray
-from .manifest import BundleError, verify_bundle
+from .manifest import BundleError, inspect_bundle
 from .preprocess import model_input
 from .results import output_as_float, postprocess
 
@@ -24,6 +24,7 @@ class Predictor:
         self.backend = backend
         self.task: str = manifest["task"]
         self.labels: list[str] = list(manifest["labels"])
+        self.digest: str | None = None  # the verified bundle digest (bundle.sha256), set by load()
         self._check_quantization()
 
     def _check_quantization(self) -> None:
@@ -82,10 +83,15 @@ class Predictor:
 
 
 def load(bundle_dir: str | Path, backend: str | None = None, threads: int | None = None,
-         providers: list[str] | None = None, **options: Any) -> Predictor:
-    """Verify a bundle (schema + sha256 of every file) and open it on a backend (default: the target's own)."""
-    manifest = verify_bundle(Path(bundle_dir))
+         providers: list[str] | None = None, trusted_keys: list[str | Path] | None = None,
+         **options: Any) -> Predictor:
+    """Verify a bundle (schema, bundle digest, sha256 of every file) and open it on a backend (default: the
+    target's own). With `trusted_keys` (Ed25519 public key PEM files) an unsigned or wrongly signed bundle is refused.
+    """
+    manifest, seal = inspect_bundle(Path(bundle_dir), trusted_keys)
     if threads is not None and threads < 1:
         raise BundleError(f"threads must be >= 1, got {threads}")
     engine = open_backend(backend, Path(bundle_dir), manifest, threads=threads, providers=providers, **options)
-    return Predictor(Path(bundle_dir), manifest, engine)
+    predictor = Predictor(Path(bundle_dir), manifest, engine)
+    predictor.digest = seal.digest
+    return predictor
