@@ -16,6 +16,7 @@ from rich.markup import escape
 
 from .cli_common import console, os_error_line, print_summary, setup_logging, usage_exit_code
 from .errors import PocusError
+from .export import targets as _targets  # the capability table (light): export's help comes from it
 from .limits import check, check_out
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="pocus-edge: distil, export and run POCUS models.")
@@ -105,38 +106,39 @@ def demo(
 def export_cmd(
     model: str = typer.Argument(..., help="Checkpoint (.safetensors + .json card) or built-in: unet-resnet50, "
                                 "classifier-resnet50, encoder-resnet50."),
-    target: str = typer.Option(..., "--target", "-t", help="onnx | tflite | coreml | tensorrt (aliases: trt, "
-                               "mlpackage, litert)."),
-    precision: str = typer.Option("fp32", "--precision", "-p", help="fp32 | fp16 | int8."),
+    target: str = typer.Option(..., "--target", "-t", help=_targets.target_help()),
+    precision: str = typer.Option("fp32", "--precision", "-p", help=_targets.precision_help()),
     out: Path | None = typer.Option(None, "--out", "-o", help="Bundle folder [NAME-TARGET-PRECISION]."),
     image_size: int | None = typer.Option(None, help="Input size, multiple of 32 [checkpoint's, or 256]."),
-    calib_data: Path | None = typer.Option(None, help="Real ultrasound frames for int8 calibration (~300)."),
-    parity_data: Path | None = typer.Option(None, help="Frames for the parity check [held-out part of --calib-data]."),
-    batch: str = typer.Option("1", help="1 (fixed) or dynamic (ONNX / TensorRT)."),
+    calib_data: Path | None = typer.Option(None, help=_targets.option_help("calib_data")),
+    parity_data: Path | None = typer.Option(None, help="Frames for the parity check (default: int8, the "
+                                            "held-out part of --calib-data; else synthetic phantoms)."),
+    batch: str = typer.Option("1", help=_targets.option_help("dynamic_batch"), show_default=False),
     raw_input: bool = typer.Option(False, "--raw-input", help="Model takes 1-channel pixels 0..255 (pre-processing "
                                    "folded into the first convolution)."),
     no_parity: bool = typer.Option(False, "--no-parity", help="Skip the PyTorch parity check (recorded as skipped)."),
     parity_threshold: list[str] = typer.Option(None, help="Override a parity threshold, METRIC=VALUE (repeatable)."),
-    calib_method: str = typer.Option("minmax", help="int8 calibration: minmax | entropy | percentile."),
-    num_calib: int = typer.Option(300, help="Calibration images used at most."),
+    calib_method: str | None = typer.Option(None, help=_targets.option_help("calibration_method")),
+    num_calib: int | None = typer.Option(None, help=_targets.option_help("num_calib")),
     num_parity: int = typer.Option(32, help="Parity images used at most."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle folder."),
-    fold_upsample: bool | None = typer.Option(None, "--fold-upsample/--no-fold-upsample", help="Rewrite the "
-                                              "U-Net decoder's upsample + 3x3 conv into fewer multiply-adds, same "
-                                              "outputs [fp32/fp16: on; int8: off]."),
-    ort_format: bool = typer.Option(False, "--ort-format", help="onnx: also write model.ort for ORT Mobile."),
-    nhwc: bool = typer.Option(False, "--nhwc", help="tflite: channels-last input/output, as mobile apps feed."),
-    io: str | None = typer.Option(None, "--io", help="tflite int8: int8 (default) or float input/output tensors."),
-    compute_precision: str | None = typer.Option(None, help="coreml: fp16 (default) | fp32 compute precision."),
-    palettize: int | None = typer.Option(None, help="coreml: palettize weights to 4, 6 or 8 bits."),
-    build_engine: bool = typer.Option(False, "--build-engine", help="tensorrt: build the .engine now (needs "
-                                      "tensorrt and a GPU)."),
+    fold_upsample: bool | None = typer.Option(None, "--fold-upsample/--no-fold-upsample",
+                                              help=_targets.option_help("fold_upsampling")),
+    ort_format: bool = typer.Option(False, "--ort-format", help=_targets.option_help("ort_format")),
+    nhwc: bool = typer.Option(False, "--nhwc", help=_targets.option_help("nhwc")),
+    io: str | None = typer.Option(None, "--io", help=_targets.option_help("io")),
+    compute_precision: str | None = typer.Option(None, help=_targets.option_help("compute_precision")),
+    palettize: int | None = typer.Option(None, help=_targets.option_help("palettize")),
+    build_engine: bool = typer.Option(False, "--build-engine", help=_targets.option_help("build_engine")),
     sign: Path | None = typer.Option(None, "--sign", help="Ed25519 private key PEM (pocus keygen): also write "
                                      "bundle.sig over the bundle digest (needs the sign extra)."),
     quiet: bool = typer.Option(False, "--quiet"),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
-    """Export a model to a verified bundle (model file + manifest + parity report)."""
+    """Export a model to a verified bundle (model file + manifest + parity report).
+
+    Options a target or precision does not take are refused (the table in pocus_edge/export/targets.py).
+    """
     from .export import export
 
     _setup_logging(quiet)

@@ -266,4 +266,4 @@ def test_tflite_int8_with_float_io(bundle_factory, tmp_path):
     assert len(result.probabilities) == len(manifest["labels"])
     proc = run_cli("export", "classifier-resnet50", "--target", "tflite", "--precision", "fp32", "--io", "int8",
                    "--image-size", "64", "--out", str(tmp_path / "x"))
-    assert proc.returncode == 2 and "--io int8 needs --precision int8" in proc.stderr
+    assert proc.returncode == 2 and "--io int8 (tflite int8 only) does not apply to tflite fp32" in proc.stderr

@@ -23,9 +23,12 @@ case $stage in
       for tp in ${PAIRS:-onnx:fp32 onnx:fp16 onnx:int8 tflite:fp32 tflite:fp16 tflite:int8 coreml:fp16 coreml:int8 \
                 tensorrt:fp16 tensorrt:int8}; do
         t=${tp%%:*}; p=${tp##*:}
+        # int8 that calibrates reads --calib-data (parity on its held-out part); the others take it as --parity-data
+        frames=$(.venv/bin/python -c "from pocus_edge.export.targets import TARGETS as T; \
+print('--calib-data' if T['$t'].calibrates('$p') else '--parity-data')")
         /usr/bin/time -f "%e s" -o "$RES/$name-$t-$p.time" \
           .venv/bin/pocus-export "${MODELS[$name]}" --target "$t" --precision "$p" --image-size 256 ${EXTRA:-} \
-          --calib-data "${CALIB[$name]:-$DATA/busi}" --num-parity 64 --out "$OUT/$name-$t-$p" --overwrite --quiet --json \
+          "$frames" "${CALIB[$name]:-$DATA/busi}" --num-parity 64 --out "$OUT/$name-$t-$p" --overwrite --quiet --json \
           > "$RES/$name-$t-$p.json" 2> "$RES/$name-$t-$p.err" || echo '{"failed": true}' > "$RES/$name-$t-$p.json"
       done
     done ;;

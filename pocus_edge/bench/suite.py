@@ -4,7 +4,8 @@ baselines, JSON rows, a Markdown report and PNG plots. `benchmarks/suite.yaml` i
 Suite file keys: out, image_size, calib_data, models {name: MODEL}, targets {target: [precisions]},
 threads [..], warmup, runs, baselines (true/false), and optionally parity_data (labelled folder) with
 references {name: checkpoint} for ground-truth parity. calib_data and parity_data are one folder for every
-model or a mapping {name: folder}, for suites whose models come from different data sets.
+model or a mapping {name: folder}, for suites whose models come from different data sets. calib_data calibrates
+the precisions that calibrate (targets.py) and is the export parity set of the others.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ def _bundle(suite: dict, name: str, model: str, target: str, precision: str) -> 
     """Reuse a valid bundle exported from the same model file by this pocus-edge version, else export it."""
     from .. import __version__
     from ..export import export
+    from ..export.targets import TARGETS, canonical_target
     from ..io import sha256_file
 
     out = Path(suite["out"]) / "bundles" / f"{name}-{target}-{precision}"
@@ -59,8 +61,10 @@ def _bundle(suite: dict, name: str, model: str, target: str, precision: str) -> 
     except BundleError:
         pass
     log.info("exporting %s to %s %s", name, target, precision)
-    export(model, target, precision, out, image_size=suite.get("image_size"),
-           calib_data=per_model(suite, "calib_data", name), num_parity=suite.get("num_parity", 32), overwrite=True)
+    frames = per_model(suite, "calib_data", name)  # calibration for int8; parity frames where nothing calibrates
+    data = {"calib_data" if TARGETS[canonical_target(target)].calibrates(precision) else "parity_data": frames}
+    export(model, target, precision, out, image_size=suite.get("image_size"), num_parity=suite.get("num_parity", 32),
+           overwrite=True, **data)
     return out
 
 

@@ -20,7 +20,7 @@ from .bundle import discard, hash_files, make_workdir, now_iso, publish, write_m
 from .data import calibration_and_parity
 from .parity import compare, judge, reference_outputs, thresholds_for
 from .source import BUILTINS, resolve_model
-from .targets import canonical_target, check_precision, target_module
+from .targets import TARGETS, canonical_target, check_precision, resolve_options, target_module
 from .upsample_fold import fold_decoder_upsampling
 from .wrappers import fold_raw_input
 
@@ -67,7 +67,7 @@ def value_range(pre: dict[str, Any]) -> list[float]:
 def export(model: str, target: str, precision: str = "fp32", out: str | Path | None = None,
            image_size: int | None = None, calib_data: str | Path | None = None,
            parity_data: str | Path | None = None, dynamic_batch: bool = False, raw_input: bool = False,
-           parity: bool = True, num_calib: int = 300, num_parity: int = 32,
+           parity: bool = True, num_calib: int | None = None, num_parity: int = 32,
            parity_thresholds: dict[str, float] | None = None, overwrite: bool = False,
            fold_upsampling: bool | None = None, sign_key: str | Path | None = None,
            **target_options: Any) -> dict[str, Any]:
@@ -75,20 +75,24 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
 
     `fold_upsampling` rewrites a U-Net decoder's nearest-upsample + 3x3 convolution into fewer
     multiply-adds (upsample_fold.py); None = for fp32/fp16 only. Parity is always measured against the
-    unmodified PyTorch model. `sign_key`: an Ed25519 private key PEM; the bundle then carries bundle.sig.
+    unmodified PyTorch model. The request is checked against the capability table (targets.py) before
+    anything is built: options the target/precision does not take are refused; defaults come from the table.
+    `sign_key`: an Ed25519 private key PEM; the bundle then carries bundle.sig.
     """
     target = canonical_target(target)
     precision = check_precision(target, precision)
+    options = resolve_options(target, precision, {"calib_data": calib_data, "num_calib": num_calib,
+                                                  "dynamic_batch": dynamic_batch, "fold_upsampling": fold_upsampling,
+                                                  **target_options})
+    calib_data, num_calib = options.pop("calib_data", None), options.pop("num_calib", 0)
+    dynamic_batch, fold_upsampling = options.pop("dynamic_batch", False), options.pop("fold_upsampling")
     module = target_module(target)
     module.check_available()
     if hasattr(module, "preflight"):
-        module.preflight(target_options)
+        module.preflight(options)
     net, spec = resolve_model(model, image_size)
-    force_raw = getattr(module, "REQUIRES_RAW_INPUT", False)
-    raw = raw_input or force_raw
+    raw = raw_input or TARGETS[target].raw_input_only
     pre = preprocessing_for(spec, raw)
-    if precision == "int8" and calib_data is None:
-        raise ConfigError("--precision int8 needs --calib-data DIR: real ultrasound frames (~300) for the ranges")
     calibration, parity_set = calibration_and_parity(
         Path(calib_data) if calib_data else None, Path(parity_data) if parity_data else None,
         num_calib, num_parity)
@@ -100,11 +104,11 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
     out = Path(out) if out else Path(f"{spec.name}-{target}-{precision}")
     convertible = fold_raw_input(net, spec.mean, spec.std, spec.image_size) if raw else net
     folded_blocks = 0
-    if _fold_upsampling(fold_upsampling, target, precision, target_options):
+    if fold_upsampling:
         convertible, folded_blocks = fold_decoder_upsampling(convertible, spec.image_size)
     request = ExportRequest(model=convertible, spec=spec, precision=precision, image_size=spec.image_size,
                             raw_input=raw, dynamic_batch=dynamic_batch, calibration=calibration, preprocessing=pre,
-                            options=target_options)
+                            options=options)
     workdir = make_workdir(out, overwrite)
     try:
         result = module.convert(request, workdir)
@@ -133,17 +137,6 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
         raise
     manifest["bundle"] = str(out)
     return manifest
-
-
-def _fold_upsampling(requested: bool | None, target: str, precision: str, options: dict[str, Any]) -> bool:
-    """int8 keeps the trained decoder by default: with the fold, ONNX int8 mask agreement on BUSI fell from
-    0.919 to 0.904 (benchmarks/export/README.md) and litert-torch's PT2E int8 path cannot convert it."""
-    if requested is None:
-        return precision != "int8"
-    if requested and (target, precision) == ("tflite", "int8") and options.get("io") != "float":
-        raise ConfigError("--fold-upsample: tflite int8 (PT2E) cannot convert the folded decoder; drop the flag "
-                          "or use --io float")
-    return requested
 
 
 def _manifest(spec, target, precision, result, pre, flops, model_arg) -> dict[str, Any]:

@@ -20,12 +20,11 @@ from typing import Any
 import torch
 
 from .base import ExportError, ExportRequest, TargetResult, require, version_of
+from .targets import TARGETS
 
 NAME = "coreml"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = TARGETS[NAME].precisions  # options (--compute-precision, --palettize), defaults: targets.py
 EXTRA = "export"
-REQUIRES_RAW_INPUT = True
-PALETTE_BITS = (4, 6, 8)
 GRAYSCALE = 10  # ImageFeatureType.ColorSpace.GRAYSCALE in the Core ML spec
 
 
@@ -42,9 +41,7 @@ def _convert(request: ExportRequest):
     s = request.image_size
     example = torch.rand(1, 1, s, s) * 255
     traced = torch.jit.trace(model, example)
-    compute = request.options.get("compute_precision") or ("fp32" if request.precision == "fp32" else "fp16")
-    if compute not in ("fp16", "fp32"):
-        raise ExportError(f"--compute-precision {compute!r}: choose fp16 or fp32")
+    compute = request.options["compute_precision"]  # validated, with its per-precision default, by the table
     kwargs: dict[str, Any] = {}
     outputs = None
     if request.spec.task == "classification":
@@ -63,11 +60,7 @@ def _convert(request: ExportRequest):
 def _compress(mlmodel, request: ExportRequest) -> dict[str, Any]:
     import coremltools.optimize.coreml as cto
 
-    bits = request.options.get("palettize")
-    if bits is not None and bits not in PALETTE_BITS:
-        raise ExportError(f"--palettize {bits}: choose 4, 6 or 8 bits")
-    if bits is not None and request.precision == "int8":
-        raise ExportError("--palettize and --precision int8 both compress weights; choose one")
+    bits = request.options.get("palettize")  # the table offers it for fp32/fp16 only: int8 already compresses
     if request.precision == "int8":
         config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric",
                                                                                   dtype="int8"))
@@ -122,7 +115,7 @@ def convert(request: ExportRequest, workdir: Path) -> TargetResult:
         raise ExportError(f"coremltools could not convert {request.spec.name}: {type(exc).__name__}: {str(exc)[:300]}")
     mlmodel = compressed["model"]
     _describe(mlmodel, request)
-    path = workdir / "model.mlpackage"
+    path = workdir / TARGETS[NAME].model_file
     mlmodel.save(str(path))
     check_spec(path, request)
     s = request.image_size

@@ -14,9 +14,10 @@ from typing import Any
 import torch
 
 from .base import ExportError, ExportRequest, TargetResult, require, version_of
+from .targets import TARGETS
 
 NAME = "onnx"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = TARGETS[NAME].precisions  # options, defaults and parity backend: the table in targets.py
 EXTRA = "export"
 OPSET = 18
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def output_shape(request: ExportRequest, model_path: Path) -> list[Any]:
 def convert(request: ExportRequest, workdir: Path) -> TargetResult:
     """Write model.onnx (and model.ort when asked) in the precision requested."""
     check_available()
-    final = workdir / "model.onnx"
+    final = workdir / TARGETS[NAME].model_file
     fp32 = final if request.precision == "fp32" else workdir / ".model-fp32.onnx"
     export_float_onnx(request, fp32)
     options: dict[str, Any] = {"opset": OPSET, "dynamic_batch": request.dynamic_batch}

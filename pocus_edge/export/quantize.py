@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from .base import ExportError, ExportRequest, require
+from .targets import TARGETS
 
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+CALIBRATION_METHODS = TARGETS["onnx"].options["calibration_method"].values  # one list: the target table
 HISTOGRAM_MAX_IMAGES = 24
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,10 @@ from typing import Any
 
 from .base import ExportError, ExportRequest, TargetResult, require, version_of
 from .onnx import export_float_onnx, input_shape, output_shape
+from .targets import TARGETS
 
 NAME = "tensorrt"
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = TARGETS[NAME].precisions  # options (--build-engine), defaults, parity backend: targets.py
 EXTRA = "export"
 
 TRTEXEC_FLAGS = {"fp32": "", "fp16": "--fp16", "int8": "--fp16 --int8"}
@@ -60,9 +61,10 @@ echo "built $(pwd)/model.engine; run it with: python -c \\"import pocus_edge.run
 def convert(request: ExportRequest, workdir: Path) -> TargetResult:
     """Write the build kit (and the engine with --build-engine)."""
     check_available()
-    onnx_path = workdir / "model.onnx"
+    onnx_path = workdir / TARGETS[NAME].model_file
     options: dict[str, Any] = {"kind": "build kit", "builder_precision_flags": TRTEXEC_FLAGS[request.precision] or
-                               "(none: fp32)", "dynamic_batch": request.dynamic_batch, "parity_backend": "onnxruntime",
+                               "(none: fp32)", "dynamic_batch": request.dynamic_batch,
+                               "parity_backend": TARGETS[NAME].parity_backend,
                                "parity_note": "kit ONNX run with ONNX Runtime on CPU; the engine is checked on the "
                                               "device with `pocus bench parity`"}
     if request.precision == "int8":

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 
 from .base import ExportError, ExportRequest, TargetResult, require, version_of
+from .targets import TARGETS
 
 NAME = "tflite"
-PRECISIONS = ("fp32", "fp16", "int8")
-IO_TYPES = ("int8", "float")
+PRECISIONS = TARGETS[NAME].precisions  # options (--nhwc, --io), defaults, parity backend: targets.py
 EXTRA = "export"
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,8 @@ def convert(request: ExportRequest, workdir: Path) -> TargetResult:
     check_available()
     import litert_torch
 
-    final = workdir / "model.tflite"
-    io = request.options.get("io") or ("int8" if request.precision == "int8" else "float")
-    if io not in IO_TYPES:
-        raise ExportError(f"--io {io!r}: choose one of {', '.join(IO_TYPES)}")
-    if io == "int8" and request.precision != "int8":
-        raise ExportError(f"--io int8 needs --precision int8 (a {request.precision} model has float input/output)")
+    final = workdir / TARGETS[NAME].model_file
+    io = request.options.get("io", "float")  # the table offers --io for int8 only; float models have float I/O
     module = _layout_wrapped(request)
     try:
         with _quiet_native_logs():
