@@ -97,8 +97,9 @@ def inspect_bundle(bundle_dir: Path, trusted_keys: list[str | Path] | None = Non
     from .integrity import TENSORRT_LOCAL_OUTPUTS, check_digest, check_signature, file_hashes, scan_files
 
     bundle_dir = Path(bundle_dir)
-    if bundle_dir.is_dir():
-        scan_files(bundle_dir)  # refuse links before reading anything
+    marker = bundle_dir / MANIFEST_NAME
+    if marker.is_symlink() or marker.is_file():  # a bundle (not e.g. a home folder): refuse links before reading
+        scan_files(bundle_dir)
     manifest = read_manifest(bundle_dir)
     hashes = file_hashes(bundle_dir)
     local = TENSORRT_LOCAL_OUTPUTS if manifest["target"] == "tensorrt" else ()

@@ -251,3 +251,10 @@ def test_resealed_edit_passes_the_digest_alone_but_not_a_signature_check(signed_
     assert load(bundle).labels == ["benign", "benign", "normal"]
     with pytest.raises(BundleError, match="made for another digest"):
         load(bundle, trusted_keys=[keys["A.pub"]])
+
+
+def test_a_folder_without_manifest_is_not_walked_as_a_bundle(tmp_path):
+    """`pocus info ~` must say 'not a bundle' at once, not walk (or complain about links in) the whole tree."""
+    os.symlink("/etc", tmp_path / "etc")
+    with pytest.raises(BundleError, match="no manifest.json; this is not a pocus-edge bundle"):
+        inspect_bundle(tmp_path)
