@@ -195,3 +195,17 @@ def test_old_bundle_without_digest_is_refused_with_a_re_export_hint(tmp_path, mo
     (bundle / DIGEST_NAME).unlink()
     with pytest.raises(BundleError, match=r"no bundle.sha256.*Re-export it with pocus-export"):
         verify_bundle(bundle)
+
+
+def test_folder_entries_are_checked_from_the_verified_hashes(tmp_path):
+    """An .mlpackage is listed in the manifest as one folder digest; load computes it from the hashes it verified."""
+    from pocus_edge.runtime.integrity import file_hashes
+    from pocus_edge.runtime.manifest import _listed_digest, file_digest
+
+    package = tmp_path / "model.mlpackage"
+    for rel in ("Data/a-b/x", "Data/a/x", "Data/a.b", "Manifest.json"):
+        (package / rel).parent.mkdir(parents=True, exist_ok=True)
+        (package / rel).write_text(rel)
+    hashes = file_hashes(tmp_path)
+    assert _listed_digest(hashes, "model.mlpackage") == file_digest(package)
+    assert _listed_digest(hashes, "model.mlpack") is None
