@@ -142,15 +142,15 @@ def export_cmd(
     from .export import export
 
     _setup_logging(quiet)
-    if sign is not None:
-        from .runtime.integrity import load_private_key
-
-        load_private_key(sign)  # a wrong key fails now, not after the conversion
     for name, value in (("image_size", image_size), ("num_calib", num_calib), ("num_parity", num_parity)):
         if value is not None:
             check(name, value)
     if out is not None:
         check_out(out)
+    if sign is not None:
+        from .runtime.integrity import load_private_key
+
+        load_private_key(sign)  # a wrong key fails now, not after the conversion
     if batch not in ("1", "dynamic"):
         raise PocusError(f"--batch {batch!r}: use 1 or dynamic")
     options = {"calibration_method": calib_method, "ort_format": ort_format, "nhwc": nhwc, "io": io,
@@ -261,13 +261,13 @@ def predict(
     """Run a bundle on images, folders or a video (torch-free) and write masks, overlays and JSON."""
     from .runtime.predict import run_predict, summary_line
 
+    if threads is not None:
+        check("runtime_threads", threads, "--threads")
+    check_out(out)
     if trusted_key:
         from .runtime.manifest import verify_bundle
 
         verify_bundle(bundle, trusted_key)  # signature first; load() below re-checks the digest
-    if threads is not None:
-        check("runtime_threads", threads, "--threads")
-    check_out(out)
     report = run_predict(bundle, list(images or []), video, out, backend, threads, smooth)
     if json_out:
         print(json.dumps(report, indent=2))
@@ -277,9 +277,11 @@ def predict(
 
 from .bench.commands import bench_app  # noqa: E402
 from .finetune.commands import register as _register_finetune  # noqa: E402
+from .kd.commands import register as _register_kd  # noqa: E402
 
 app.add_typer(bench_app, name="bench")
 _register_finetune(app)
+_register_kd(app)
 
 
 def _run(typer_app: typer.Typer, args: list[str] | None = None, prog_name: str | None = None) -> None:

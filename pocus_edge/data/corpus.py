@@ -47,6 +47,8 @@ class Corpus:
     frames: list[FrameRef]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     duplicates: list[tuple[str, str]] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)  # frames whose pixels the caller asked to keep out
+    frame_digests: list[str] = field(default_factory=list)  # pixel_digest of each kept frame, same order
 
     def write_skipped(self, path: Path) -> None:
         """Write skipped and duplicate files atomically, one `path<TAB>reason` line each (backslash, tab, CR and
@@ -114,9 +116,19 @@ def _frames_of(path: Path, max_video_frames: int) -> list[int | None]:
     return [None]
 
 
-def scan_corpus(roots: list[Path], max_video_frames: int = 32) -> Corpus:
-    """Scan folders (or single files) into a Corpus; raises DataError when nothing usable is found."""
+def pixel_digest(pixels) -> str:
+    """sha256 of a decoded frame (shape + bytes): equal for equal pixels whatever the file name or format."""
+    return hashlib.sha256(str(pixels.shape).encode() + pixels.tobytes()).hexdigest()
+
+
+def scan_corpus(roots: list[Path], max_video_frames: int = 32, exclude: set[str] | None = None) -> Corpus:
+    """Scan folders (or single files) into a Corpus; raises DataError when nothing usable is found.
+
+    Frames whose pixel digest is in `exclude` (e.g. a labelled test split) are left out and listed in `excluded`.
+    """
     frames: list[FrameRef] = []
+    digests: list[str] = []
+    excluded: list[str] = []
     skipped: list[tuple[str, str]] = []
     duplicates: list[tuple[str, str]] = []
     seen: dict[str, str] = {}
@@ -140,23 +152,29 @@ def scan_corpus(roots: list[Path], max_video_frames: int = 32) -> Corpus:
                 except Exception as exc:
                     skipped.append((ref, f"{type(exc).__name__}: {exc}"))
                     continue
-                digest = hashlib.sha256(str(pixels.shape).encode() + pixels.tobytes()).hexdigest()
+                digest = pixel_digest(pixels)
+                if exclude and digest in exclude:
+                    excluded.append(ref)
+                    continue
                 if digest in seen:
                     duplicates.append((ref, seen[digest]))
                     continue
                 seen[digest] = ref
                 group = groups.get(rel, f"{root.name}:{rel}")
                 frames.append(FrameRef(path=str(path), frame=index, group=group))
+                digests.append(digest)
     if not frames:
         where = ", ".join(map(str, roots))
         detail = ""
         if skipped:
             detail = f"; {len(skipped)} file(s) could not be read (first: {skipped[0][0]}: {skipped[0][1]})"
+        if excluded:
+            detail += f"; {len(excluded)} frame(s) left out as images of a held-out (validation/test) split"
         raise DataError(
             f"no usable images found in {where}{detail}. Expected PNG/JPEG/BMP/TIFF, DICOM or video files "
             "(searched recursively)."
         )
-    return Corpus(frames=frames, skipped=skipped, duplicates=duplicates)
+    return Corpus(frames=frames, skipped=skipped, duplicates=duplicates, excluded=excluded, frame_digests=digests)
 
 
 def split_by_group(frames: list[FrameRef], held_out_fraction: float, seed: int) -> tuple[list, list]:

@@ -31,11 +31,32 @@ class RunData:
     total_steps: int
 
 
-def prepare_data(cfg: DistillConfig, env: DistEnv) -> RunData:
-    """Scan and split the corpus and fix the batch plan; raises DataError before any model is built."""
-    corpus = scan_corpus([Path(d) for d in cfg.data], max_video_frames=cfg.max_video_frames)
+def prepare_data(cfg: DistillConfig, env: DistEnv, exclude: set[str] | None = None, expand: int = 0) -> RunData:
+    """Scan and split the corpus and fix the batch plan; raises DataError before any model is built.
+
+    `exclude`: pixel digests to keep out of the corpus; `expand`: the training frames are listed 1 + expand times
+    (variant k of frame i sits at k * n + i, see kd.transfer.ExpandedFrames).
+    """
+    corpus = scan_corpus([Path(d) for d in cfg.data], max_video_frames=cfg.max_video_frames, exclude=exclude)
     train, held_out = split_by_group(corpus.frames, cfg.held_out_fraction, cfg.seed)
-    held_out = held_out[: cfg.max_held_out]
+    if len(held_out) > cfg.max_held_out:  # whole groups beyond the R² sample go back to training, none is unused
+        groups: list[str] = []
+        for frame in held_out:
+            if frame.group not in groups:
+                groups.append(frame.group)
+        kept: set[str] = set()
+        count = 0
+        for group in groups:
+            size = sum(f.group == group for f in held_out)
+            if kept and count + size > cfg.max_held_out:
+                break
+            kept.add(group)
+            count += size
+        train = [f for f in corpus.frames if f.group not in kept]
+        held_out = [f for f in held_out if f.group in kept]
+    log.info("corpus: %d usable frames -> %d train, %d held out for R² (%d skipped, %d duplicates dropped)",
+             len(corpus.frames), len(train), len(held_out), len(corpus.skipped), len(corpus.duplicates))
+    train = train * (1 + expand)
     if len(train) < cfg.batch_size:
         raise DataError(
             f"the training split has {len(train)} image(s) (of {len(corpus.frames)} usable) but --batch-size is "
@@ -95,14 +116,16 @@ def autocast_dtype(cfg: DistillConfig, device: torch.device) -> torch.dtype | No
     return torch.bfloat16 if cfg.precision == "bf16" else torch.float16
 
 
-RESUME_FIELDS = ("teacher", "blocks", "aggregate", "teacher_norm", "student", "head_hidden", "image_size",
-                 "batch_size", "seed", "aug", "mixup", "held_out_fraction", "data")
+RESUME_FIELDS = ("teacher", "teacher_kwargs", "blocks", "aggregate", "teacher_norm", "student",
+                 "head_hidden", "image_size", "batch_size", "accum_steps", "max_micro_batch", "epochs", "max_steps",
+                 "lr", "min_lr", "weight_decay", "warmup_steps", "clip_grad", "precision", "seed", "aug", "mixup",
+                 "held_out_fraction", "max_held_out", "max_video_frames", "data")
 
 
-def check_resume_compatible(saved: dict, cfg: DistillConfig) -> None:
-    """Refuse to resume with settings that would change the model or the data order."""
+def check_resume_compatible(saved: dict, cfg: DistillConfig, fields: tuple[str, ...] = RESUME_FIELDS) -> None:
+    """Refuse to resume with settings that would change the model, the teacher or the data order."""
     current = cfg.to_dict()
-    changed = [f for f in RESUME_FIELDS if saved.get(f) != current.get(f)]
+    changed = [f for f in fields if saved.get(f) != current.get(f)]
     if changed:
         detail = ", ".join(f"{f}: {saved.get(f)!r} -> {current.get(f)!r}" for f in changed)
         raise ConfigError(f"--resume: the run in {cfg.out} was started with different settings ({detail}); "

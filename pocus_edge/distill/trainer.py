@@ -18,17 +18,16 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from ..data.dataset import AugmentedFrames, EvalFrames
+from ..data.dataset import EvalFrames
 from ..errors import ConfigError
 from ..io import atomic_write_text
-from ..models.encoder_io import save_encoder
-from ..models.teacher import RANDOM_WEIGHTS
 from . import checkpoint as ckpt
 from .config import DistillConfig, parse_save_every
 from .ddp import DistEnv, barrier, init_distributed, mean_across_ranks, params_in_sync, shutdown
-from .objective import R2Accumulator, mixup, token_mse
+from .method import DistillMethod, TokenDistillation
+from .objective import R2Accumulator, mixup
 from .progress import TrainProgress
-from .setup import autocast_dtype, build_models, build_optimizer, check_resume_compatible, prepare_data
+from .setup import autocast_dtype, build_optimizer, check_resume_compatible
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ class _MicroBatches:
 
 
 @torch.no_grad()
-def held_out_r2(teacher, student, loader, cache: list, device, amp_dtype) -> float:
+def held_out_r2(teacher, student, loader, cache: list, device, amp_dtype, method: DistillMethod) -> float:
     """R² of student vs teacher tokens on held-out frames; teacher tokens are computed once and cached."""
     was_training = student.training
     student.eval()
@@ -56,8 +55,8 @@ def held_out_r2(teacher, student, loader, cache: list, device, amp_dtype) -> flo
         images = images.to(device)
         with _autocast(device, amp_dtype):
             if len(cache) <= i:
-                cache.append(teacher(images).float().cpu())
-            predicted = student(images).float().cpu()
+                cache.append(method.eval_tokens(teacher, images).float().cpu())
+            predicted = method.eval_tokens(student, images).float().cpu()
         acc.update(predicted, cache[i])
     student.train(was_training)
     return acc.compute()
@@ -78,13 +77,15 @@ def _truncate_metrics(path: Path, after_step: int) -> None:
 class Distiller:
     """One distillation run; `run()` returns a summary dict."""
 
-    def __init__(self, cfg: DistillConfig, env: DistEnv):
+    def __init__(self, cfg: DistillConfig, env: DistEnv, method: DistillMethod | None = None):
         self.cfg, self.env = cfg, env
+        self.method = method or TokenDistillation()
         self.run_dir = Path(cfg.out)
         self.metrics_path = self.run_dir / "metrics.jsonl"
-        self.data = prepare_data(cfg, env)
+        self.data = self.method.prepare_data(cfg, env)
         self.save_every, self.save_unit = parse_save_every(cfg.save_every)
-        self.teacher, self.student = build_models(cfg, env.device)
+        self.fingerprint = self.method.fingerprint(cfg)
+        self.teacher, self.student = self.method.build_models(cfg, env.device)
         self.optimizer, self.scheduler = build_optimizer(cfg, self.student, self.data.total_steps)
         self.amp_dtype = autocast_dtype(cfg, env.device)
         self.scaler = torch.amp.GradScaler(env.device.type, enabled=self.amp_dtype == torch.float16)
@@ -110,16 +111,31 @@ class Distiller:
             "scaler": self.scaler.state_dict(),
             "rng": ckpt.rng_state(),
             "config": self.cfg.to_dict(),
+            "fingerprint": self.fingerprint,
             "world_size": self.env.world_size,
         }
 
-    def _restore(self) -> None:
+    def _find_resume_point(self) -> tuple[Path, dict] | None:
+        """The checkpoint --resume continues from, checked against this run's settings before anything is written."""
         found = ckpt.load_latest_valid(self.run_dir)
         if found is None:
-            log.warning("--resume: no valid checkpoint in %s; starting from step 0", self.run_dir)
-            return
+            if self.cfg.resume != "auto":
+                raise ConfigError(f"--resume: no valid checkpoint in {self.run_dir / 'checkpoints'}; nothing was "
+                                  "changed. Start a new run without --resume, or pass --resume auto to start from "
+                                  "step 0 when there is nothing to resume")
+            log.warning("--resume auto: no valid checkpoint in %s; starting from step 0", self.run_dir)
+            return None
+        state = found[1]
+        check_resume_compatible(state["config"], self.cfg, self.method.resume_fields)
+        saved_fingerprint = state.get("fingerprint", {})
+        changed = [k for k, v in self.fingerprint.items() if saved_fingerprint.get(k) != v]
+        if changed:
+            raise ConfigError(f"--resume: {', '.join(changed)} differ from the run in {self.run_dir} (the teacher's "
+                              "weights changed); use the original files or a new --out")
+        return found
+
+    def _restore(self, found: tuple[Path, dict]) -> None:
         path, state = found
-        check_resume_compatible(state["config"], self.cfg)
         self.student.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -129,6 +145,14 @@ class Distiller:
         if self.env.is_main:
             _truncate_metrics(self.metrics_path, self.step)
         log.info("resumed from %s (step %d)", path, self.step)
+
+    def _reset_run_files(self) -> None:
+        """Starting at step 0 inside an existing run folder: drop stale metrics and unusable checkpoints."""
+        if self.env.is_main:
+            self.metrics_path.unlink(missing_ok=True)
+            for old in ckpt.list_checkpoints(self.run_dir):
+                old.rename(old.with_name(old.name + ".invalid"))
+        barrier(self.env)
 
     def _prepare_run_dir(self) -> None:
         existing = ckpt.list_checkpoints(self.run_dir)
@@ -157,7 +181,7 @@ class Distiller:
         r2 = None
         if self.env.is_main:
             r2 = held_out_r2(self.teacher, self._model(), self.held_out_loader, self.teacher_cache, self.env.device,
-                             self.amp_dtype)
+                             self.amp_dtype, self.method)
             self._log({"step": self.step, "event": kind, "held_out_r2": r2, "held_out_images": len(self.data.held_out)})
         barrier(self.env)
         self.last_eval = (self.step, r2)
@@ -176,8 +200,7 @@ class Distiller:
             last = i == len(micro_batches) - 1
             sync = nullcontext() if (last or not self.env.distributed) else self.student.no_sync()
             with sync, _autocast(self.env.device, self.amp_dtype):
-                target = self.teacher(images)
-                loss = token_mse(self.student(images), target) / len(micro_batches)
+                loss = self.method.loss(self.teacher, self.student, images) / len(micro_batches)
             self.scaler.scale(loss).backward()
             total += float(loss.detach())
         if self.cfg.clip_grad > 0:
@@ -205,9 +228,12 @@ class Distiller:
         barrier(self.env)
 
     def run(self) -> dict:
+        found = self._find_resume_point() if self.cfg.resume else None
         self._prepare_run_dir()
-        if self.cfg.resume:
-            self._restore()
+        if found is not None:
+            self._restore(found)
+        elif self.cfg.resume:
+            self._reset_run_files()
         start_step = self.step
         r2_start = self._evaluate("eval") if start_step == 0 else None
         if self.env.distributed:
@@ -215,7 +241,7 @@ class Distiller:
         self.student.train()
         plan = self.data.plan
         loader = DataLoader(
-            AugmentedFrames(self.data.train, self.cfg.image_size, self.cfg.aug),
+            self.method.train_dataset(self.data.train, self.cfg),
             batch_sampler=_MicroBatches(plan, start_step, self.data.total_steps),
             num_workers=self.cfg.num_workers, pin_memory=self.env.device.type == "cuda",
             persistent_workers=False,
@@ -268,31 +294,19 @@ class Distiller:
             "micro_batch": self.data.plan.micro_batch,
         }
         if self.env.is_main:
-            extra = {
-                "origin": "pocus distill",
-                "teacher": self.cfg.teacher,
-                "teacher_weights": self.cfg.teacher_weights,
-                "smoke_test_only": self.cfg.teacher_weights == RANDOM_WEIGHTS,
-                "teacher_blocks": self.teacher.blocks,
-                "aggregate": self.cfg.aggregate,
-                "augmentation": self.cfg.aug,
-                "training": summary,
-                "config": self.cfg.to_dict(),
-            }
-            save_encoder(self.run_dir / "student.safetensors", model.encoder, self.cfg.student, self.cfg.image_size,
-                         extra)
+            self.method.save(self.run_dir, model, self.cfg, self.teacher, summary)
             self._log({"step": self.step, "event": "finished", **summary})
         barrier(self.env)
         return summary
 
 
-def run_distillation(cfg: DistillConfig) -> dict:
+def run_distillation(cfg: DistillConfig, method: DistillMethod | None = None) -> dict:
     """Validate the config, run (or resume) distillation in this process group, return the summary."""
     cfg.validate()
     env = init_distributed()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
-        return Distiller(cfg, env).run()
+        return Distiller(cfg, env, method).run()
     finally:
         shutdown(env)

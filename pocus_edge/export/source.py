@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from ..models.registry import BUILTIN_LABELS, builtin_models, create_model
+from ..models.registry import BUILTIN_LABELS, builtin_models, create_model, load_task_model
 from ..models.tasks import TaskSpec, randomize_batchnorm
 from .wrappers import calibrate_smoke_head
 
@@ -52,9 +52,9 @@ def _load_state(model: nn.Module, state: dict, where: Path) -> None:
 
 
 def _from_checkpoint(path: Path, image_size: int | None) -> tuple[nn.Module, TaskSpec]:
-    from ..models.encoder_io import load_encoder_state
+    from ..models.encoder_io import load_encoder_state, read_card
 
-    state, card = load_encoder_state(path)
+    card = read_card(path)
     kind = card.get("kind")
     size = image_size or int(card.get("input_size", [256])[0])
     norm = card.get("normalization", {})
@@ -62,22 +62,17 @@ def _from_checkpoint(path: Path, image_size: int | None) -> tuple[nn.Module, Tas
                   mean=tuple(norm.get("mean", (0.485, 0.456, 0.406))),
                   std=tuple(norm.get("std", (0.229, 0.224, 0.225))))
     if kind == "encoder":
+        state, card = load_encoder_state(path)
         model = create_model("embedding", card["architecture"])
         _load_state(model.encoder, state, path)
         spec = TaskSpec(name=f"{card['architecture']}-embedding", task="embedding", encoder=card["architecture"],
                         labels=[], threshold=None, **common)
     elif kind == "task_model":
-        task = card.get("task")
-        labels = list(card.get("labels", []))
-        num_classes = int(card.get("num_classes", len(labels) or 1))
-        try:
-            model = create_model(task, card["encoder"], num_classes, card.get("decoder_channels"))
-        except (ConfigError, ValueError, KeyError) as exc:
-            raise CheckpointError(f"{path}: card does not describe a model this version can build ({exc})")
-        _load_state(model, state, path)
+        model, card = load_task_model(path)
+        task = card["task"]
         spec = TaskSpec(name=card.get("name", f"{task}-{card['encoder']}"), task=task, encoder=card["encoder"],
-                        labels=labels, threshold=card.get("threshold", 0.5 if task == "segmentation" else None),
-                        **common)
+                        labels=list(card.get("labels", [])),
+                        threshold=card.get("threshold", 0.5 if task == "segmentation" else None), **common)
     else:
         raise CheckpointError(f"{path}: card kind {kind!r} is not exportable (expected 'task_model' or 'encoder')")
     return model, spec

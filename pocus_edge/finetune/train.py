@@ -21,12 +21,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import ConfigError, DataError
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, nan_to_null
 from ..limits import check, check_out
 from ..runtime.preprocess import normalization, normalized_chw, resize_bilinear
 from .data import Sample, check_decodable, label_fraction, load_pair, read_samples, split_samples
 from .evaluate import evaluate_model
-from .model import build_finetune_model, save_task_model
+from .model import build_finetune_model, resolve_architecture, save_task_model
 
 log = logging.getLogger(__name__)
 TASK_NAMES = {"seg": "segmentation", "cls": "classification"}
@@ -38,7 +38,8 @@ class FinetuneConfig:
     data: str
     out: str
     encoder: str = "random"
-    architecture: str = "resnet50"
+    architecture: str | None = None  # None: the --encoder card's, else resnet50
+    decoder_channels: list[int] | None = None  # None: the architecture's default (slim for phone-class encoders)
     linear_probe: bool = False
     label_fraction: float = 1.0
     epochs: int = 20
@@ -111,6 +112,7 @@ def _batches(cfg: FinetuneConfig, data: list[tuple], labels: list[str], rng: np.
 def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Train, select on validation, test, and write OUT (checkpoint, metrics, splits, config)."""
     cfg.validate()
+    cfg.architecture = resolve_architecture(cfg.encoder, cfg.architecture)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -120,8 +122,9 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     train = label_fraction(splits["train"], cfg.label_fraction, cfg.seed, stratify)
     labels = sorted({s.label for s in samples}) if stratify else ["background", samples[0].label or "foreground"]
     check_decodable(samples)  # a truncated image or mask fails now, not after training
-    model, origin = build_finetune_model(cfg.task, cfg.architecture, cfg.encoder, len(labels) if stratify else 1,
-                                         cfg.linear_probe)
+    model, init = build_finetune_model(cfg.task, cfg.architecture, cfg.encoder, len(labels) if stratify else 1,
+                                       cfg.linear_probe, tuple(cfg.decoder_channels or ()) or None)
+    cfg.decoder_channels = init["decoder_channels"]
     out = Path(cfg.out)  # made only now: a failed check above leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
     _write_splits(out / "splits.csv", splits, train)
@@ -162,13 +165,16 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     model.eval()
     val = evaluate_model(model, splits["val"], cfg.task, labels, cfg.image_size)
     test = evaluate_model(model, splits["test"], cfg.task, labels, cfg.image_size)
-    card = save_task_model(out / "model.safetensors", model.net, cfg, labels, origin)
+    card = save_task_model(out / "model.safetensors", model.net, cfg, labels, init, cfg.extra)
     _write_per_image(out / "per_image.csv", test["per_image"])
-    summary = {"task": cfg.task, "encoder": origin, "linear_probe": cfg.linear_probe,
+    summary = {"task": cfg.task, "architecture": cfg.architecture, "encoder": init["origin"],
+               "decoder_channels": init["decoder_channels"], "smoke_test_only": init["smoke_test_only"],
+               "linear_probe": cfg.linear_probe,
                "label_fraction": cfg.label_fraction, "train_images": len(train), "val_images": len(splits["val"]),
                "test_images": len(splits["test"]), "epochs": cfg.epochs, "image_size": cfg.image_size,
                "wall_time_s": round(time.time() - start, 1), "val": val["summary"], "test": test["summary"],
                "history": history, "weights_sha256": card["weights_sha256"]}
+    summary = nan_to_null(summary)  # undefined metrics (HD95 of an empty mask) are null, never a bare NaN
     atomic_write_json(out / "metrics.json", summary)
     import yaml
 

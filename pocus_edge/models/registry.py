@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -139,6 +140,32 @@ def load_student_encoder(model: nn.Module, task: str, arch: str, state: dict[str
                               f"shape, e.g. {misshaped[:3]})")
     # compare keys ourselves: smp's encoders override load_state_dict and return nothing
     encoder.load_state_dict(mapped, strict=False)
+
+
+def load_task_model(path: Path) -> tuple[nn.Module, dict]:
+    """A `pocus finetune` / `pocus kd` checkpoint (card kind task_model) as an eval-mode model, with its card."""
+    from .encoder_io import load_encoder_state
+
+    state, card = load_encoder_state(path)
+    if card.get("kind") != "task_model":
+        raise CheckpointError(f"{path}: is a {card.get('kind', 'unknown')} checkpoint, not a task model; give the "
+                              "model.safetensors written by pocus finetune or pocus kd")
+    labels = list(card.get("labels", []))
+    try:
+        model = create_model(card["task"], card["encoder"], int(card.get("num_classes", len(labels) or 1)),
+                             card.get("decoder_channels"))
+    except (ConfigError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: card does not describe a model this version can build ({exc})")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    if expected != found:
+        missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+        misshaped = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+        raise CheckpointError(f"{path}: weights do not fit the model its card describes (missing {len(missing)}: "
+                              f"{missing[:3]}, unexpected {len(unexpected)}: {unexpected[:3]}, other shape "
+                              f"{len(misshaped)}: {misshaped[:3]})")
+    model.load_state_dict(state)
+    return model.eval(), card
 
 
 def builtin_models() -> dict[str, tuple[str, str]]:
