@@ -21,7 +21,13 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def current_umask() -> int:
-    """The process umask (os.umask can only be read by setting it, so it is set back at once)."""
+    """The process umask: from /proc on Linux (thread-safe), else read by setting it and setting it back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     umask = os.umask(0o022)
     os.umask(umask)
     return umask

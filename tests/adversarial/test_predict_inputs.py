@@ -44,6 +44,15 @@ def _truncated_png(path):
     return path
 
 
+def _truncated_jpeg(path):
+    """Passes the up-front header check (JPEG has no CRCs) and fails while decoding, after a.png was predicted."""
+    pixels = np.random.default_rng(3).integers(0, 256, (64, 64), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, format="JPEG")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
 def _bad_crc_png(path):
     data = bytearray(_png(path, 2).read_bytes())
     idat = data.index(b"IDAT")
@@ -78,6 +87,9 @@ REFUSED = {
                    r"{tmp}/junk.png: cannot read as an image"),
     "truncated-png": (lambda t: {"images": [_truncated_png(t / "cut.png")]}, InputError,
                       r"{tmp}/cut.png: cannot read as an image"),
+    "truncated-jpeg-after-a-good-image": (lambda t: {"images": [_png(t / "a.png"), _truncated_jpeg(t / "b.jpg")]},
+                                          InputError, r"{tmp}/b.jpg: cannot read as an image \(OSError: image file is "
+                                          "truncated"),
     "png-bad-crc": (lambda t: {"images": [_bad_crc_png(t / "crc.png")]}, InputError,
                     r"{tmp}/crc.png: cannot read as an image \(SyntaxError: broken PNG file \(bad header checksum"),
     "16-bit-png": (lambda t: {"images": [_png(t / "deep.png", dtype=np.uint16)]}, InputError,
