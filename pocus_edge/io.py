@@ -33,7 +33,7 @@ def current_umask() -> int:
     return umask
 
 
-def atomic_write(path: Path, write: Callable[[Path], None], mode: int | None = None) -> Path:
+def atomic_write(path: Path, write: Callable[[Path], object], mode: int | None = None) -> Path:
     """Call write(tmp_path) on a temp file in the same folder, fsync it, then rename over `path`.
 
     The file gets `mode` (default: 0o666 minus the umask, as `open()` would give), not mkstemp's private 0600;

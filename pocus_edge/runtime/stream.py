@@ -119,7 +119,7 @@ class OverlayVideo:
         if self._writer is None:
             self.padding = (rgb.shape[0] % 2, rgb.shape[1] % 2)
             self.size = (rgb.shape[0] + self.padding[0], rgb.shape[1] + self.padding[1])
-            fourcc = cv2.VideoWriter_fourcc(*"mp4v")
+            fourcc = cv2.VideoWriter.fourcc(*"mp4v")
             self._writer = cv2.VideoWriter(str(self.path), fourcc, self.fps, (self.size[1], self.size[0]))
             if not self._writer.isOpened():
                 self.error, self._writer = "OpenCV could not open an mp4v video writer", None
@@ -138,8 +138,8 @@ class OverlayVideo:
             written = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if capture.isOpened() else 0
             ok, first = capture.read() if capture.isOpened() else (False, None)
             capture.release()
-            if written != self.frames or not ok or first.shape[:2] != self.size:
-                got = first.shape[:2] if ok else None
+            got = first.shape[:2] if ok and first is not None else None
+            if written != self.frames or got != self.size:
                 self.error = (f"the overlay video read back with {written} of {self.frames} frames "
                               f"(size {got}, expected {self.size})")
         if self.error is not None:
