@@ -50,7 +50,9 @@ def distill(
     save_every: str | None = typer.Option(None, help="Checkpoint every N steps ('500') or epochs ('1ep')."),
     keep_last: int | None = typer.Option(None, help="Checkpoints kept [3]."),
     held_out_fraction: float | None = typer.Option(None, help="Held-out share for token R², 0..0.5 [0.05]."),
-    resume: bool | None = typer.Option(None, "--resume", help="Continue from the newest valid checkpoint."),
+    resume: bool | None = typer.Option(None, "--resume", help="Continue from the newest valid checkpoint (fails "
+                                       "without one); `--resume auto` starts from step 0 when there is none."),
+    resume_auto: bool = typer.Option(False, "--resume-auto", hidden=True),
     num_workers: int | None = typer.Option(None, help="Data-loader worker processes [2]."),
     threads: int | None = typer.Option(None, help="torch CPU threads, 0..4 x CPU cores (0 = default)."),
     seed: int | None = typer.Option(None, help="Seed for init, data order, augmentation [0]."),
@@ -66,7 +68,8 @@ def distill(
         teacher_weights=teacher_weights, student=student, blocks=_parse_blocks(blocks), aggregate=aggregate,
         image_size=image_size, batch_size=batch_size, accum_steps=accum_steps, epochs=epochs, max_steps=max_steps,
         lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, aug=aug, mixup=mixup, precision=precision,
-        save_every=save_every, keep_last=keep_last, held_out_fraction=held_out_fraction, resume=resume,
+        save_every=save_every, keep_last=keep_last, held_out_fraction=held_out_fraction,
+        resume="auto" if resume_auto else resume,
         num_workers=num_workers, threads=threads, seed=seed, quiet=quiet,
     )
     cfg = load_config(config, overrides)
@@ -287,6 +290,7 @@ _register_kd(app)
 def _run(typer_app: typer.Typer, args: list[str] | None = None, prog_name: str | None = None) -> None:
     """Run the app; user errors (PocusError, usage errors, a full or read-only disk) end as one `error:` line."""
     try:
+        args = resume_auto_argv(sys.argv[1:] if args is None else list(args))
         code = typer_app(args=args, standalone_mode=False, prog_name=prog_name)
     except PocusError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
@@ -310,6 +314,17 @@ def _run(typer_app: typer.Typer, args: list[str] | None = None, prog_name: str |
         sys.exit(usage_code)
     if isinstance(code, int) and not isinstance(code, bool) and code:  # typer.Exit(code) in non-standalone mode
         sys.exit(code)
+
+
+def resume_auto_argv(args: list[str]) -> list[str]:
+    """`--resume auto` -> the hidden flag `--resume-auto` (typer options cannot take an optional value)."""
+    out: list[str] = []
+    for arg in args:
+        if arg == "auto" and out and out[-1] == "--resume":
+            out[-1] = "--resume-auto"
+        else:
+            out.append(arg)
+    return out
 
 
 def main() -> None:

@@ -171,3 +171,17 @@ def test_clear_errors(kd_setup, tmp_path):
     with pytest.raises(DataError, match="left out as images of a held-out"):
         run_kd(_cfg(kd_setup, tmp_path / "d", data=[str(only_test)]))
     assert not (tmp_path / "d").exists()
+
+
+def test_resume_without_a_checkpoint_fails_unless_auto(kd_setup, tmp_path):
+    from pocus_edge.cli import resume_auto_argv
+    from pocus_edge.distill.trainer import run_distillation
+
+    strict = _cfg(kd_setup, tmp_path / "run", resume=True, max_steps=2).validate()
+    with pytest.raises(ConfigError, match="no valid checkpoint.*--resume auto"):
+        run_distillation(strict, TaskKD(strict))
+    assert not (tmp_path / "run").exists()
+    auto = dataclasses.replace(strict, resume="auto")
+    assert run_distillation(auto, TaskKD(auto))["steps"] == 2
+    assert resume_auto_argv(["kd", "--resume", "auto", "--seed", "1"]) == ["kd", "--resume-auto", "--seed", "1"]
+    assert resume_auto_argv(["distill", "--resume", "--seed", "1"]) == ["distill", "--resume", "--seed", "1"]

@@ -56,13 +56,15 @@ class DistillConfig:
     num_workers: int = 2
     seed: int = 0
     threads: int = 0  # 0 = leave torch's default
-    resume: bool = False
+    resume: bool | str = False  # True: continue from a valid checkpoint or fail; "auto": also start fresh
     quiet: bool = False
 
     def validate(self) -> DistillConfig:
         """Raise ConfigError for values that would fail later or silently do the wrong thing."""
         for f in fields(self):
             setattr(self, f.name, check_type(f.name, getattr(self, f.name), "setting", type(self)))
+        if self.resume not in (True, False, "auto"):
+            raise ConfigError(f"resume: {self.resume!r}: use true, false or auto")
         if not self.data:
             raise ConfigError("no --data given: pass one or more folders of ultrasound images")
         if not self.out:

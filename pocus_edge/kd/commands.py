@@ -46,7 +46,9 @@ def kd(
     seed: int = typer.Option(0, help="Seed for splits, init, data order and augmentation."),
     threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
     resume: bool = typer.Option(False, "--resume", help="Continue stage 1 from its newest valid checkpoint (or reuse "
-                                "a finished stage 1) and run stage 2."),
+                                "a finished stage 1) and run stage 2; `--resume auto` also starts a run that has no "
+                                "checkpoint yet."),
+    resume_auto: bool = typer.Option(False, "--resume-auto", hidden=True),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar or info logs."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON to this file."),
 ) -> None:
@@ -68,7 +70,7 @@ def kd(
                    finetune_lr=finetune_lr, output_weight=output_weight, hidden_weight=hidden_weight,
                    temperature=temperature, transfer_expand=transfer_expand,
                    decoder_channels=list(widths) if widths else None, aug=aug, num_workers=num_workers, seed=seed,
-                   threads=threads, resume=resume, quiet=quiet)
+                   threads=threads, resume="auto" if resume_auto else resume, quiet=quiet)
     summary = run_kd(cfg)
     if json_out is not None:
         atomic_write_json(json_out, summary)
