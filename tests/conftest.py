@@ -89,7 +89,10 @@ def bundle_factory(tmp_path_factory, phantom_dir):
         key = (target, precision, model, repr(sorted(options.items())))
         if key not in cache:
             out = root / f"{model}-{target}-{precision}-{len(cache)}"
-            calib = phantom_dir if precision == "int8" or options.get("calib_data") == "phantoms" else None
+            from pocus_edge.export.targets import TARGETS, canonical_target
+
+            calibrates = TARGETS[canonical_target(target)].calibrates(precision)  # not Core ML int8 (weights only)
+            calib = phantom_dir if calibrates or options.get("calib_data") == "phantoms" else None
             options = {k: v for k, v in options.items() if k != "calib_data"}
             if precision == "int8" and model == "unet-resnet50":
                 # A random-weight U-Net is far more sensitive to rounding than a trained one; the int8 goals

@@ -26,8 +26,9 @@ case $stage in
         # int8 that calibrates reads --calib-data (parity on its held-out part); the others take it as --parity-data
         frames=$(.venv/bin/python -c "from pocus_edge.export.targets import TARGETS as T; \
 print('--calib-data' if T['$t'].calibrates('$p') else '--parity-data')")
+        calib_extra=$([ "$frames" = --calib-data ] && echo "${CALIB_EXTRA:-}" || true)  # e.g. --num-calib 100
         /usr/bin/time -f "%e s" -o "$RES/$name-$t-$p.time" \
-          .venv/bin/pocus-export "${MODELS[$name]}" --target "$t" --precision "$p" --image-size 256 ${EXTRA:-} \
+          .venv/bin/pocus-export "${MODELS[$name]}" --target "$t" --precision "$p" --image-size 256 ${EXTRA:-} $calib_extra \
           "$frames" "${CALIB[$name]:-$DATA/busi}" --num-parity 64 --out "$OUT/$name-$t-$p" --overwrite --quiet --json \
           > "$RES/$name-$t-$p.json" 2> "$RES/$name-$t-$p.err" || echo '{"failed": true}' > "$RES/$name-$t-$p.json"
       done
