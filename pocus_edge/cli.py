@@ -267,11 +267,8 @@ def predict(
     if threads is not None:
         check("runtime_threads", threads, "--threads")
     check_out(out)
-    if trusted_key:
-        from .runtime.manifest import verify_bundle
-
-        verify_bundle(bundle, trusted_key)  # signature first; load() below re-checks the digest
-    report = run_predict(bundle, list(images or []), video, out, backend, threads, smooth)
+    report = run_predict(bundle, list(images or []), video, out, backend, threads, smooth,
+                         trusted_keys=trusted_key or None)
     if json_out:
         print(json.dumps(report, indent=2))
     else:

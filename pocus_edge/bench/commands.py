@@ -53,9 +53,11 @@ def bench_latency(
     check("warmup", warmup)
     check("runs", runs)
     check("bench_batch", batch, "--batch")
+    thread_list = _int_list(threads, "--threads")
     check_bundles(bundles)
     profile_threads = apply_profile(profile)
-    thread_list = _int_list(threads, "--threads") if threads != "1" or profile_threads is None else profile_threads
+    if threads == "1" and profile_threads is not None:
+        thread_list = profile_threads
     command = "pocus bench latency " + " ".join(sys.argv[3:] if sys.argv[1:3] == ["bench", "latency"] else
                                                  sys.argv[1:])
     rows = measure_latency(bundles, thread_list, warmup, runs, batch, profile, command, backend, not no_cold_start)
@@ -77,12 +79,12 @@ def bench_parity_cmd(
     json_path: Path | None = typer.Option(None, "--json", help="Write rows as JSON here."),
 ) -> None:
     """Exported vs PyTorch fp32 (agreement) and each vs ground truth (Dice/IoU/HD95 or accuracy/F1)."""
-    from ..io import atomic_write_json
+    from ..io import atomic_write_json, nan_to_null
     from .parity import bench_parity
 
     rows = bench_parity(bundles, reference, data, split, seed)
     if json_path:
-        atomic_write_json(json_path, {"rows": rows})
+        atomic_write_json(json_path, nan_to_null({"rows": rows}))
     for r in rows:
         key = "dice_change" if "dice_change" in r else "accuracy_change"
         console.print(f"{r['bundle']}: {r['target']} {r['precision']}: agreement "
@@ -131,13 +133,13 @@ def bench_coreml_report(
     runs: int = typer.Option(100, help="Timed predictions."),
 ) -> None:
     """On a Mac: load, prediction times and compute-unit placement of a Core ML bundle, as a report JSON."""
-    from ..io import atomic_write_json
+    from ..io import atomic_write_json, nan_to_null
     from .coreml_report import measure_coreml_report, report_to_row
 
     check("warmup", warmup)
     check("runs", runs)
     report = measure_coreml_report(bundle, compute_units, warmup, runs)
-    atomic_write_json(out, report)
+    atomic_write_json(out, nan_to_null(report))
     row = report_to_row(report, out.name)
     console.print(f"{row['device']['label']} {row['backend']}: p50 {row['latency_ms']['p50']:.2f} ms, cold start "
                   f"{row['cold_start_ms']:.0f} ms -> {out}", highlight=False)
@@ -149,13 +151,13 @@ def bench_peak(
     json_path: Path | None = typer.Option(None, "--json", help="Write the measurements here."),
 ) -> None:
     """This host's peak fp32 (numpy BLAS) and int8 (ONNX Runtime MatMulInteger) GEMM throughput."""
-    from ..io import atomic_write_json
+    from ..io import atomic_write_json, nan_to_null
     from .host import host_device
     from .peak import measure_peak
 
     rows = measure_peak(_int_list(threads, "--threads"))
     if json_path:
-        atomic_write_json(json_path, {"device": host_device(), "rows": rows})
+        atomic_write_json(json_path, nan_to_null({"device": host_device(), "rows": rows}))
     for r in rows:
         console.print(f"{r['threads']} thread(s): fp32 GEMM {r['fp32_gemm_gflops']:.1f} GFLOP/s, int8 GEMM "
                       f"{r['int8_gemm_gops']:.1f} GOP/s", highlight=False)

@@ -50,11 +50,11 @@ def validate_row(row: dict[str, Any]) -> None:
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
-    from ..io import atomic_write_json
+    from ..io import atomic_write_json, nan_to_null
 
     for row in rows:
         validate_row(row)
-    atomic_write_json(Path(path), {"schema": ROW_SCHEMA, "rows": rows})
+    atomic_write_json(Path(path), {"schema": ROW_SCHEMA, "rows": nan_to_null(rows)})
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..io import atomic_write_json, atomic_write_text
+from ..io import atomic_write_json, atomic_write_text, nan_to_null
 from ..runtime.manifest import BundleError, verify_bundle
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def run_suite(path: Path, only: str | None = None) -> dict[str, Any]:
     if only == "latency" and (out / "parity.json").is_file():
         parity_rows = json.loads((out / "parity.json").read_text()).get("rows", [])
     else:
-        atomic_write_json(out / "parity.json", {"rows": parity_rows})
+        atomic_write_json(out / "parity.json", nan_to_null({"rows": parity_rows}))
     manifests = {str(p): verify_bundle(p) for ps in bundles.values() for p in ps}
     if rows:
         plot_latency(rows, out / "latency_by_precision.png")

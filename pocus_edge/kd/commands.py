@@ -53,7 +53,7 @@ def kd(
     json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON to this file."),
 ) -> None:
     """Distil a fine-tuned teacher into a small student on unlabeled frames (TS-KD), then fine-tune it on labels."""
-    from ..io import atomic_write_json
+    from ..io import atomic_write_json, nan_to_null
     from ..models.registry import canonical_arch, parse_decoder_channels
     from .config import TASKS, KDConfig
     from .run import run_kd
@@ -73,7 +73,7 @@ def kd(
                    threads=threads, resume="auto" if resume_auto else resume, quiet=quiet)
     summary = run_kd(cfg)
     if json_out is not None:
-        atomic_write_json(json_out, summary)
+        atomic_write_json(json_out, nan_to_null(summary))
     if not quiet:
         test = summary["finetune"]["test"]
         print_summary("kd", {

@@ -219,12 +219,16 @@ def _check_request(images: list[Path], video: Path | None, out: Path, smoothing:
 
 
 def run_predict(bundle: Path, images: list[Path], video: Path | None, out: Path, backend: str | None,
-                threads: int | None, smoothing: float) -> dict[str, Any]:
-    """Predict every image (and every frame of the video) and write OUT/results.json beside the masks."""
+                threads: int | None, smoothing: float, trusted_keys: list[Path] | None = None) -> dict[str, Any]:
+    """Predict every image (and every frame of the video) and write OUT/results.json beside the masks.
+
+    With `trusted_keys` the bundle must be signed by one of them; the signature, digest and files are checked in
+    the one `load` that also opens the model, so nothing can change between the check and the use.
+    """
     out = Path(out)
     _check_request(images, video, out, smoothing)
     inputs = collect_inputs(images, out)
-    predictor = load(bundle, backend=backend, threads=threads)
+    predictor = load(bundle, backend=backend, threads=threads, trusted_keys=trusted_keys)
     try:
         staging = Staging(out)
     except OSError as exc:
