@@ -10,7 +10,6 @@ Frames of one group always land on the same side of a train/held-out split.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.util
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from .readers import (
     VIDEO_SUFFIXES,
     dicom_frame_count,
     read_frame,
+    read_manifest_csv,
     video_frame_indices,
 )
 
@@ -65,12 +65,10 @@ class Corpus:
 
 
 def _read_manifest(root: Path) -> list[dict[str, str]]:
-    """Rows of root/manifest.csv, or [] when the folder has none."""
-    manifest = root / "manifest.csv"
-    if not root.is_dir() or not manifest.is_file():
+    """Rows of root/manifest.csv, or [] when the folder has none (UTF-8, paths inside root: read_manifest_csv)."""
+    if not root.is_dir() or not (root / "manifest.csv").is_file():
         return []
-    with open(manifest, newline="") as f:
-        return list(csv.DictReader(f))
+    return read_manifest_csv(root)
 
 
 def _manifest_groups(rows: list[dict[str, str]], root: Path) -> dict[str, str]:

@@ -213,3 +213,19 @@ def test_unwritable_out_parent_is_refused_before_work(tmp_path, monkeypatch, cap
                         real_access(p, m))
     code, _, err = run_pocus(["predict", tmp_path / "b", tmp_path / "a.png", "--out", tmp_path / "preds"], capsys)
     assert_one_error_line(code, err, f"cannot write --out {tmp_path / 'preds'}: {tmp_path} is not writable")
+
+
+CORPUS_CASES = [
+    ("absolute-path", _break_absolute, ["manifest.csv: line 2: file", "points outside"]),
+    ("non-utf8", _break_encoding, ["manifest.csv: line 4 is not UTF-8 (byte 0xe9)"]),
+]
+
+
+@pytest.mark.parametrize(("name", "breaker", "expected"), CORPUS_CASES, ids=[c[0] for c in CORPUS_CASES])
+def test_distill_corpus_refuses_unsafe_manifest(name, breaker, expected, labelled, tmp_path, capsys):
+    """The distillation corpus reads manifest.csv the same way (it used to crash on an absolute path)."""
+    breaker(labelled)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "data": [str(labelled)]}))
+    code, _, err = run_pocus(["distill", "--config", config, "--out", tmp_path / "run"], capsys)
+    assert_one_error_line(code, err, *expected)
