@@ -75,6 +75,10 @@ def eval_cmd(
     """Ground-truth metrics (Dice, IoU, HD95 / accuracy, macro-F1) for a checkpoint or a bundle."""
     from .eval_cli import run_eval
 
+    if threads is not None:
+        check("runtime_threads", threads, "--threads")
+    if out is not None:
+        check_out(out)
     report = run_eval(model, data, split, seed, threads, out)
     if json_out:
         print(json.dumps(report, indent=2))
@@ -88,10 +92,6 @@ def sweep(
     task: str = typer.Argument(..., help="seg or cls."),
     data: Path = typer.Option(..., "--data", help="Labelled folder."),
     encoder: list[str] = typer.Option(["random"], "--encoder", help="random or NAME=student.safetensors "
-    if threads is not None:
-        check("runtime_threads", threads, "--threads")
-    if out is not None:
-        check_out(out)
                                       "(repeatable)."),
     fractions: str = typer.Option("0.05,0.1,0.2,0.5,1", help="Label fractions, comma-separated."),
     out: Path = typer.Option(..., "--out", help="Folder for runs/, sweep.json and sweep.md."),
@@ -112,6 +112,13 @@ def sweep(
         fraction_list = [float(f) for f in fractions.split(",") if f.strip()]
     except ValueError:
         raise PocusError(f"--fractions {fractions!r}: expected numbers such as 0.05,0.1,1")
+    if not fraction_list:
+        raise PocusError(f"--fractions {fractions!r}: give at least one label fraction, e.g. 0.1,1")
+    for fraction in fraction_list:
+        check("label_fraction", fraction, "--fractions")
+    # every cell is a finetune run: check its settings now, not after the first cells have trained
+    FinetuneConfig(task=TASK_NAMES[task], data=str(data), out=str(out), epochs=epochs, image_size=image_size,
+                   batch_size=batch_size, threads=threads, max_steps_per_epoch=max_steps_per_epoch).validate()
     _setup_logging(True)
     result = run_sweep(TASK_NAMES[task], str(data), parse_encoders(encoder), fraction_list, out, epochs=epochs,
                        image_size=image_size, batch_size=batch_size, max_steps_per_epoch=max_steps_per_epoch,
@@ -125,22 +132,15 @@ def embed_plot_cmd(
     encoder: list[str] = typer.Option(..., "--encoder", help="random or a student.safetensors (repeatable)."),
     data: list[Path] = typer.Option(..., "--data", help="Dataset folders, one colour each (repeatable)."),
     out: Path = typer.Option(Path("embeddings.png"), "--out", help="PNG to write."),
-    if not fraction_list:
-        raise PocusError(f"--fractions {fractions!r}: give at least one label fraction, e.g. 0.1,1")
-    for fraction in fraction_list:
-        check("label_fraction", fraction, "--fractions")
-    # every cell is a finetune run: check its settings now, not after the first cells have trained
-    FinetuneConfig(task=TASK_NAMES[task], data=str(data), out=str(out), epochs=epochs, image_size=image_size,
-                   batch_size=batch_size, threads=threads, max_steps_per_epoch=max_steps_per_epoch).validate()
     per_dataset: int = typer.Option(100, help="Frames per dataset."),
     image_size: int = typer.Option(224, help="Input size."),
 ) -> None:
     """t-SNE of encoder embeddings coloured by dataset (the paper's Fig. 2)."""
     from .embed_plot import embed_plot
 
-    counts = embed_plot(encoder, data, out, per_dataset, image_size)
-    console.print(f"wrote {out}: {counts}", highlight=False)
     check("per_dataset", per_dataset)
     check("image_size", image_size)
     if out.is_dir():
         raise PocusError(f"--out {out}: is a folder; embed-plot writes one PNG file, e.g. --out embeddings.png")
+    counts = embed_plot(encoder, data, out, per_dataset, image_size)
+    console.print(f"wrote {out}: {counts}", highlight=False)
