@@ -137,3 +137,12 @@ def test_out_of_range_option_is_refused_before_work(command, flag, value, expect
     code, _, err = run_pocus([*_command(command, tmp_path), flag, value], capsys)
     assert_one_error_line(code, err, "error: " + expected)
     assert not (tmp_path / "out").exists(), "a refused command must not create its output folder"
+
+
+def test_usage_error_in_a_real_process_has_no_traceback():
+    """The installed path end to end (python -m pocus_edge.cli): exit 2, one short line on stderr."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "pocus_edge.cli", "distill", "--threads", "two"],
+                          capture_output=True, text=True, timeout=120)
+    assert_one_error_line(proc.returncode, proc.stderr, "pocus_edge.cli distill", "'--threads'")
