@@ -188,3 +188,20 @@ def test_cli_refuses_and_leaves_no_bundle(args, names, tmp_path, monkeypatch, ca
     for name in names:
         assert name in err
     assert set(tmp_path.iterdir()) == before  # no bundle, no hidden work folder
+
+
+def test_suite_passes_frames_as_the_table_says(tmp_path, monkeypatch):
+    """A suite's calib_data calibrates precisions that calibrate and is the parity set of the others."""
+    import pocus_edge.export
+    from pocus_edge.bench.suite import _bundle
+
+    calls = {}
+    monkeypatch.setattr(pocus_edge.export, "export", lambda model, target, precision, out, **kw: calls.update(
+        {(target, precision): kw}), raising=False)
+    suite = {"out": str(tmp_path), "calib_data": "frames"}
+    for target, precision in PAIRS:
+        _bundle(suite, "enc", "encoder-resnet50", target, precision)
+        kw = calls[(target, precision)]
+        key = "calib_data" if TARGETS[target].calibrates(precision) else "parity_data"
+        assert kw[key] == "frames" and ({"calib_data", "parity_data"} - {key}).isdisjoint(kw)
+        resolve_options(target, precision, {"calib_data": kw.get("calib_data")})  # what export() will accept
