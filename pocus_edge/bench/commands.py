@@ -82,6 +82,8 @@ def bench_parity_cmd(
     from ..io import atomic_write_json, nan_to_null
     from .parity import bench_parity
 
+    if split not in ("test", "val", "train", "all"):
+        raise PocusError(f"--split {split!r}: choose test, val, train or all")
     rows = bench_parity(bundles, reference, data, split, seed)
     if json_path:
         atomic_write_json(json_path, nan_to_null({"rows": rows}))

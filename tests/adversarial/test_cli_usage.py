@@ -111,6 +111,7 @@ BOUNDS_CASES = [
     ("bench latency", "--runs", "0", "--runs 0: must be between 1 and"),
     ("bench latency", "--warmup", "-1", "--warmup -1: must be between 0 and"),
     ("eval", "--threads", "100000", "--threads 100000: must be between 1 and"),
+    ("bench parity", "--split", "nope", "--split 'nope': choose test, val, train or all"),
     ("embed-plot", "--per-dataset", "0", "--per-dataset 0: must be between 2 and"),
 ]
 
@@ -125,6 +126,8 @@ def _command(name: str, tmp: Path) -> list[str]:
         "export": ["export", "unet-resnet50", "-t", "onnx", "--out", out],
         "predict": ["predict", str(tmp / "bundle"), "--out", out],
         "bench latency": ["bench", "latency", str(tmp / "bundle")],
+        "bench parity": ["bench", "parity", str(tmp / "bundle"), "--reference", str(tmp / "m.safetensors"), "--data",
+                         data],
         "eval": ["eval", str(tmp / "model.safetensors"), "--data", data],
         "embed-plot": ["embed-plot", "--encoder", "random", "--data", data, "--out", str(tmp / "out" / "e.png")],
     }[name]
