@@ -177,7 +177,7 @@ def test_bad_arguments_give_clear_errors(tmp_path, phantom_dir, monkeypatch):
     with pytest.raises(ConfigError, match="needs --calib-data"):
         export("unet-resnet50", "onnx", "int8", tmp_path / "c", image_size=64)
     with pytest.raises(ConfigError, match="neither a built-in"):
-        export("unet-resnet18", "onnx", out=tmp_path / "d")
+        export("unet-resnet34", "onnx", out=tmp_path / "d")
     monkeypatch.setitem(__import__("sys").modules, "litert_torch", None)
     with pytest.raises(MissingExtra, match=r"pocus-edge\[export\]"):
         export("unet-resnet50", "tflite", out=tmp_path / "e", image_size=64)
