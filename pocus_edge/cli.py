@@ -50,6 +50,10 @@ def distill(
     save_every: str | None = typer.Option(None, help="Checkpoint every N steps ('500') or epochs ('1ep')."),
     keep_last: int | None = typer.Option(None, help="Checkpoints kept [3]."),
     held_out_fraction: float | None = typer.Option(None, help="Held-out share for token R², 0..0.5 [0.05]."),
+    exclude_eval_splits: list[Path] = typer.Option(None, "--exclude-eval-splits", help="Labelled folder whose "
+                                                   "validation/test images (as pocus finetune seg and cls split it, "
+                                                   "--eval-split-seed) must not be distilled on (repeatable)."),
+    eval_split_seed: int | None = typer.Option(None, help="Seed of the downstream fine-tunes' splits [0]."),
     resume: bool | None = typer.Option(None, "--resume", help="Continue from the newest valid checkpoint (fails "
                                        "without one); `--resume auto` starts from step 0 when there is none."),
     resume_auto: bool = typer.Option(False, "--resume-auto", hidden=True),
@@ -69,6 +73,8 @@ def distill(
         image_size=image_size, batch_size=batch_size, accum_steps=accum_steps, epochs=epochs, max_steps=max_steps,
         lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, aug=aug, mixup=mixup, precision=precision,
         save_every=save_every, keep_last=keep_last, held_out_fraction=held_out_fraction,
+        exclude_eval_splits=[str(d) for d in exclude_eval_splits] if exclude_eval_splits else None,
+        eval_split_seed=eval_split_seed,
         resume="auto" if resume_auto else resume,
         num_workers=num_workers, threads=threads, seed=seed, quiet=quiet,
     )
@@ -115,7 +121,8 @@ def export_cmd(
     image_size: int | None = typer.Option(None, help="Input size, multiple of 32 [checkpoint's, or 256]."),
     calib_data: Path | None = typer.Option(None, help=_targets.option_help("calib_data")),
     parity_data: Path | None = typer.Option(None, help="Frames for the parity check (default: int8, the "
-                                            "held-out part of --calib-data; else synthetic phantoms)."),
+                                            "held-out part of --calib-data, an error if it is empty; else "
+                                            "synthetic phantoms). `phantoms`: synthetic phantoms by choice."),
     batch: str = typer.Option("1", help=_targets.option_help("dynamic_batch"), show_default=False),
     raw_input: bool = typer.Option(False, "--raw-input", help="Model takes 1-channel pixels 0..255 (pre-processing "
                                    "folded into the first convolution)."),
@@ -133,6 +140,13 @@ def export_cmd(
     compute_precision: str | None = typer.Option(None, help=_targets.option_help("compute_precision")),
     palettize: int | None = typer.Option(None, help=_targets.option_help("palettize")),
     build_engine: bool = typer.Option(False, "--build-engine", help=_targets.option_help("build_engine")),
+    mixed_precision: bool | None = typer.Option(None, "--mixed-precision/--no-mixed-precision",
+                                                help=_targets.option_help("mixed_precision")),
+    accuracy_target: float | None = typer.Option(None, help=_targets.option_help("accuracy_target")),
+    max_float_layers: int | None = typer.Option(None, help=_targets.option_help("max_float_layers")),
+    float_layers: str | None = typer.Option(None, help=_targets.option_help("float_layers")),
+    explain: bool = typer.Option(False, "--explain", help=_targets.option_help("explain")),
+    measurements: str | None = typer.Option(None, "--measurements", help=_targets.option_help("measurements")),
     sign: Path | None = typer.Option(None, "--sign", help="Ed25519 private key PEM (pocus keygen): also write "
                                      "bundle.sig over the bundle digest (needs the sign extra)."),
     quiet: bool = typer.Option(False, "--quiet"),
@@ -157,12 +171,14 @@ def export_cmd(
     if batch not in ("1", "dynamic"):
         raise PocusError(f"--batch {batch!r}: use 1 or dynamic")
     options = {"calibration_method": calib_method, "ort_format": ort_format, "nhwc": nhwc, "io": io,
-               "compute_precision": compute_precision, "palettize": palettize, "build_engine": build_engine}
+               "compute_precision": compute_precision, "palettize": palettize, "build_engine": build_engine,
+               "mixed_precision": mixed_precision, "accuracy_target": accuracy_target,
+               "max_float_layers": max_float_layers, "float_layers": float_layers, "explain": explain}
     manifest = export(model, target, precision, out, image_size=image_size, calib_data=calib_data,
                       parity_data=parity_data, dynamic_batch=batch == "dynamic", raw_input=raw_input,
                       parity=not no_parity, num_calib=num_calib, num_parity=num_parity,
                       parity_thresholds=_parse_thresholds(parity_threshold), overwrite=overwrite,
-                      fold_upsampling=fold_upsample, sign_key=sign, **options)
+                      fold_upsampling=fold_upsample, sign_key=sign, measurements=measurements, **options)
     if json_out:
         print(json.dumps(manifest, indent=2))
     elif not quiet:
@@ -251,7 +267,8 @@ def keygen(
 @app.command()
 def predict(
     bundle: Path = typer.Argument(..., help="Bundle folder written by pocus-export."),
-    images: list[Path] = typer.Argument(None, help="Image files (PNG/JPEG/BMP/TIFF) or folders (recursive)."),
+    images: list[Path] = typer.Argument(None, help="Image files (PNG/JPEG/BMP/TIFF/DICOM, single-frame or cine) "
+                                        "or folders (recursive)."),
     video: Path | None = typer.Option(None, "--video", help="A cine loop (needs the video extra)."),
     out: Path = typer.Option(Path("predictions"), "--out", "-o", help="Where masks, overlays and results.json go."),
     backend: str | None = typer.Option(None, help="onnxruntime | tflite | coreml | tensorrt [the bundle's own]."),
@@ -260,15 +277,22 @@ def predict(
     trusted_key: list[Path] = typer.Option(None, "--trusted-key", help="Ed25519 public key PEM; refuse bundles "
                                            "not signed by one of these (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
+    pixel_spacing: str | None = typer.Option(None, "--pixel-spacing", metavar="MM|ROW,COL", help="mm per pixel of "
+                                             "the images and video as given: the bundle's measurements (area, "
+                                             "ellipse) in mm (DICOM inputs use their own spacing)."),
+    dicom_seg: bool = typer.Option(True, "--dicom-seg/--no-dicom-seg", help="DICOM inputs of a segmentation "
+                                   "bundle: also write NAME_seg.dcm, a DICOM SEG (needs the dicom extra)."),
 ) -> None:
     """Run a bundle on images, folders or a video (torch-free) and write masks, overlays and JSON."""
+    from .runtime.measure import parse_spacing
     from .runtime.predict import run_predict, summary_line
 
     if threads is not None:
         check("runtime_threads", threads, "--threads")
     check_out(out)
     report = run_predict(bundle, list(images or []), video, out, backend, threads, smooth,
-                         trusted_keys=trusted_key or None)
+                         trusted_keys=trusted_key or None, dicom_seg=dicom_seg,
+                         pixel_spacing_mm=parse_spacing(pixel_spacing, "--pixel-spacing"))
     if json_out:
         print(json.dumps(report, indent=2))
     else:

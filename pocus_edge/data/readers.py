@@ -1,9 +1,10 @@
 """Decode ultrasound files to 2-D uint8 grayscale frames: still images, DICOM and video.
 
 Rules (stated once, used everywhere): RGB/RGBA/palette images become luminance (ITU-R 601-2, PIL's
-"L"); 16-bit and float images are min-max scaled to 0..255 per frame; DICOM uses the stored pixels
-with the same scaling (multi-frame files give one frame per index); video frames are sampled
-evenly. PIL's decompression-bomb guard stays on, so an absurdly large image is refused.
+"L"); 16-bit and float images are min-max scaled to 0..255 per frame; DICOM goes through
+`data.dicom.decode_dicom`, the function the runtime uses too (VOI window, MONOCHROME1, colour, crop to the
+ultrasound region: its docstring states the rule; multi-frame files give one frame per index); video frames are
+sampled evenly. PIL's decompression-bomb guard stays on, so an absurdly large image is refused.
 """
 
 from __future__ import annotations
@@ -16,32 +17,16 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from . import dicom
+from .dicom import to_uint8
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-DICOM_SUFFIXES = {".dcm", ".dicom"}
+DICOM_SUFFIXES = set(dicom.DICOM_SUFFIXES)
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 # What decoding a broken file raises: PIL gives OSError (truncated), SyntaxError (broken PNG chunks),
 # DecompressionBombError; our own checks give ValueError.
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 MANIFEST_PATH_COLUMNS = ("file", "mask")
-
-
-def to_uint8(frame: np.ndarray) -> np.ndarray:
-    """Scale any numeric 2-D frame to uint8; uint8 passes through unchanged."""
-    if frame.dtype == np.uint8:
-        return frame
-    frame = frame.astype(np.float64)
-    if not np.isfinite(frame).all():
-        raise ValueError("frame contains NaN or infinite values")
-    lo, hi = float(frame.min()), float(frame.max())
-    if hi <= lo:
-        return np.zeros(frame.shape, dtype=np.uint8)
-    return np.round((frame - lo) / (hi - lo) * 255.0).astype(np.uint8)
-
-
-def _rgb_to_gray(frame: np.ndarray) -> np.ndarray:
-    weights = np.array([0.299, 0.587, 0.114])
-    return frame[..., :3].astype(np.float64) @ weights
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -55,24 +40,12 @@ def read_image(path: Path) -> np.ndarray:
 
 def dicom_frame_count(path: Path) -> int:
     """Number of frames in a DICOM file (1 for single-frame)."""
-    import pydicom
-
-    ds = pydicom.dcmread(path, stop_before_pixels=True)
-    return int(getattr(ds, "NumberOfFrames", 1) or 1)
+    return dicom.frame_count(dicom.read_dataset(path, pixels=False))
 
 
 def read_dicom(path: Path, frame: int = 0) -> np.ndarray:
-    """Read one frame of a DICOM file as uint8 grayscale (colour ultrasound is converted to luminance)."""
-    import pydicom
-
-    ds = pydicom.dcmread(path)
-    pixels = ds.pixel_array
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    if frames > 1:
-        pixels = pixels[frame]
-    if pixels.ndim == 3:
-        pixels = _rgb_to_gray(pixels)
-    return to_uint8(np.asarray(pixels))
+    """One frame of a DICOM file as uint8 grayscale, decoded exactly as the runtime decodes it."""
+    return dicom.decode_dicom(path, frame).pixels
 
 
 def video_frame_indices(path: Path, max_frames: int) -> list[int]:

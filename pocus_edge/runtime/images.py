@@ -7,6 +7,9 @@ Rules (documented in README, identical on Android):
   ultrasound saved as RGB with R = G = B is unchanged by this.
 - 16-bit images are refused: their display window is scanner-specific, so the caller must window them.
 - Empty, NaN/inf, wrong-rank and oversize (decompression-bomb) inputs are refused with the reason.
+- DICOM files (.dcm/.dicom or the DICM marker) decode through pocus_edge.data.dicom, the function training uses
+  (VOI window, MONOCHROME1, colour to luma, crop to the ultrasound region); a cine loop is refused here: iterate
+  pocus_edge.data.dicom.iter_frames(path) and pass each frame's pixels.
 - 3-D arrays are channels last (H x W x C); one whose first axis (1, 3 or 4) is shorter than both others is
   taken to be channel-first (C x H x W) and refused with the transpose that fixes it, never read as rows.
 """
@@ -19,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from ..data.dicom import DICOM_SUFFIXES, DicomError, check_dataset, decode_dataset, frame_count, is_dicom, read_dataset
 from ..errors import PocusError
 
 MAX_PIXELS = 64_000_000  # ~8000 x 8000: far above any scanner frame, far below a decompression bomb
 LUMA_BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")  # what a folder given to predict is searched for
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *DICOM_SUFFIXES)  # predict searches folders for
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I", "I;16N")
 
 
@@ -46,6 +50,8 @@ def _from_path(path: Path, max_pixels: int) -> np.ndarray:
 
     if not path.is_file():
         raise InputError(f"{path}: no such image file")
+    if is_dicom(path):
+        return _from_dicom(path, max_pixels)
     try:
         with Image.open(path) as img:
             _check_size(img.height, img.width, str(path), max_pixels)
@@ -64,6 +70,9 @@ def check_image_file(path: Path, max_pixels: int = MAX_PIXELS) -> None:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such image file")
+    if is_dicom(path):
+        check_dicom_file(path, max_pixels)
+        return
     try:
         with Image.open(path) as img:
             _check_size(img.height, img.width, str(path), max_pixels)
@@ -73,6 +82,29 @@ def check_image_file(path: Path, max_pixels: int = MAX_PIXELS) -> None:
         raise
     except Exception as exc:  # PIL raises many types for unreadable files
         raise InputError(f"{path}: cannot read as an image ({exc.__class__.__name__}: {exc})")
+
+
+def check_dicom_file(path: Path, max_pixels: int = MAX_PIXELS) -> None:
+    """The header-only part of check_image_file for DICOM: readable, pixel data present, supported photometric
+    interpretation, a decoder installed for its transfer syntax, frame size within the limit."""
+    try:
+        ds = read_dataset(path, pixels=False)
+        check_dataset(ds, str(path))
+    except DicomError as exc:
+        raise InputError(str(exc))
+    _check_size(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0), str(path), max_pixels)
+
+
+def _from_dicom(path: Path, max_pixels: int) -> np.ndarray:
+    check_dicom_file(path, max_pixels)
+    try:
+        ds = read_dataset(path)
+        if frame_count(ds) > 1:
+            raise InputError(f"{path}: DICOM cine loop of {frame_count(ds)} frames; predict it frame by frame "
+                             "(pocus predict does; in Python iterate pocus_edge.data.dicom.iter_frames(path))")
+        return _channels_last_to_gray01(decode_dataset(ds, 0, str(path)).pixels, str(path), max_pixels)
+    except DicomError as exc:
+        raise InputError(str(exc))
 
 
 def find_images(folder: Path, exclude: Path | None = None) -> list[Path]:

@@ -8,6 +8,9 @@ Contract (README "pocus predict"):
   resolved path. The same file given twice is predicted once and listed under `duplicates_ignored`.
 - Everything is written to a hidden staging folder and moved into OUT at the end, results.json last: a failed
   run leaves nothing new behind. A model output with NaN/inf is an error naming bundle and file.
+- DICOM inputs decode as in training (data/dicom.py); a cine loop is predicted frame by frame (STEM_frames/), each
+  record carries the frame's spacing and crop, and a segmentation model also writes STEM_seg.dcm (dicom_seg.py;
+  --no-dicom-seg turns it off; results.json "dicom_seg" lists each SEG or why none was written).
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ from typing import Any
 
 import numpy as np
 
+from ..data.dicom import decode_dataset, frame_count, is_dicom, read_dataset
 from ..errors import ConfigError, PocusError
 from ..io import atomic_write, atomic_write_json, current_umask
+from .dicom_seg import require_highdicom, seg_unsupported, write_seg
 from .images import IMAGE_SUFFIXES, check_image_file, find_images, load_gray, to_gray01
 from .predictor import load
 from .results import NonFiniteOutputError, SegmentationResult
@@ -161,15 +166,46 @@ def _image_record(folder: Path, stem: str, gray: np.ndarray, result: Any) -> dic
     return record
 
 
-def _predict_one(predictor: Any, image: Any, bundle: Path, what: str) -> Any:
+def _predict_one(predictor: Any, image: Any, bundle: Path, what: str, spacing: Any = None) -> Any:
     try:
-        return predictor(image)
+        return predictor(image) if spacing is None else predictor(image, pixel_spacing_mm=spacing)
     except NonFiniteOutputError as exc:
         raise NonFiniteOutputError(f"predict: model output of {bundle} on {what}", exc.detail) from None
 
 
-def _predict_video(predictor: Any, bundle: Path, video: Path, smoothing: float,
-                   folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _predict_dicom(predictor: Any, bundle: Path, path: Path, stem: str, folder: Path,
+                   dicom_seg: bool) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """(one record per frame, SEG summary or None). Frames decode as in training (data/dicom.py: cropped to the
+    ultrasound region, spacing in each record and, when the bundle measures, passed to the predictor so the
+    measurements are in mm); a cine loop's masks and overlays go to STEM_frames/; with
+    `dicom_seg` a segmentation model's masks also go into STEM_seg.dcm (dicom_seg.py), or the reason it cannot."""
+    ds = read_dataset(path)
+    count = frame_count(ds)
+    seg = {"source": str(path), "source_sop_instance_uid": str(ds.get("SOPInstanceUID", "")), "file": None}
+    skipped = seg_unsupported(ds) if dicom_seg and predictor.task == "segmentation" else "not requested"
+    measures = predictor.task == "segmentation" and bool(predictor.manifest.get("measurements"))
+    records, masks, frames = [], [], []
+    for index in range(count):
+        frame = decode_dataset(ds, index, str(path))
+        gray = to_gray01(frame.pixels)
+        result = _predict_one(predictor, gray, bundle, str(path) if count == 1 else f"{path} frame {index}",
+                              frame.spacing_mm if measures else None)
+        name = stem if count == 1 else f"{stem}_frames/{index:05d}"
+        records.append({"source": str(path) if count == 1 else f"{path}#{index}",
+                        **_image_record(folder, name, gray, result), "dicom": frame.to_json()})
+        if skipped is None:
+            masks.append(result.mask)
+            frames.append(frame)
+    if skipped == "not requested":
+        return records, None
+    if skipped is not None:
+        return records, {**seg, "skipped": skipped}
+    uid = write_seg(folder / f"{stem}_seg.dcm", ds, masks, frames, predictor, int(result.probabilities.shape[0]))
+    return records, {**seg, "file": f"{stem}_seg.dcm", "sop_instance_uid": uid}
+
+
+def _predict_video(predictor: Any, bundle: Path, video: Path, smoothing: float, folder: Path,
+                   spacing: tuple[float, float] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(one record per frame, video summary); a segmentation model's masks go to STEM_frames/ and its overlays
     into STEM_overlay.mp4 beside them."""
     stem = _safe_name(video.stem)
@@ -192,6 +228,8 @@ def _predict_video(predictor: Any, bundle: Path, video: Path, smoothing: float,
         except NonFiniteOutputError as exc:
             where = f"{video} frame {len(records)}"
             raise NonFiniteOutputError(f"predict: model output of {bundle} on {where}", exc.detail) from None
+        if isinstance(result, SegmentationResult):
+            result.pixel_spacing_mm = spacing  # measured from the (smoothed) mask when to_json reads it
         record = {"source": f"{video}#{len(records)}", **result.to_json()}
         if overlay is not None:
             record["mask"] = f"{stem}_frames/{len(records):05d}_mask.png"
@@ -219,8 +257,12 @@ def _check_request(images: list[Path], video: Path | None, out: Path, smoothing:
 
 
 def run_predict(bundle: Path, images: list[Path], video: Path | None, out: Path, backend: str | None,
-                threads: int | None, smoothing: float, trusted_keys: list[Path] | None = None) -> dict[str, Any]:
+                threads: int | None, smoothing: float, trusted_keys: list[Path] | None = None,
+                dicom_seg: bool = True, pixel_spacing_mm: Any = None) -> dict[str, Any]:
     """Predict every image (and every frame of the video) and write OUT/results.json beside the masks.
+
+    `pixel_spacing_mm` (one number or (row, col), mm per pixel of the images as given) puts the measurements the
+    bundle lists into mm for image files and video frames; DICOM inputs use their own spacing.
 
     With `trusted_keys` the bundle must be signed by one of them; the signature, digest and files are checked in
     the one `load` that also opens the model, so nothing can change between the check and the use.
@@ -229,25 +271,34 @@ def run_predict(bundle: Path, images: list[Path], video: Path | None, out: Path,
     _check_request(images, video, out, smoothing)
     inputs = collect_inputs(images, out)
     predictor = load(bundle, backend=backend, threads=threads, trusted_keys=trusted_keys)
+    spacing = predictor.spacing(pixel_spacing_mm, "--pixel-spacing")
+    dicom_inputs = [f for f in inputs.files if is_dicom(f)]
+    if dicom_seg and dicom_inputs and predictor.task == "segmentation":
+        require_highdicom(str(dicom_inputs[0]))
     try:
         staging = Staging(out)
     except OSError as exc:
         raise PocusError(f"--out {out}: cannot create the output folder ({exc.strerror or exc}); choose another")
     try:
-        records = []
+        records, segs = [], []
         for path, stem in zip(inputs.files, output_stems(inputs.files), strict=True):
+            if path in dicom_inputs:
+                frame_records, seg = _predict_dicom(predictor, bundle, path, stem, staging.dir, dicom_seg)
+                records += frame_records
+                segs += [seg] if seg else []
+                continue
             gray = load_gray(path)
-            result = _predict_one(predictor, gray, bundle, str(path))
+            result = _predict_one(predictor, gray, bundle, str(path), spacing)
             records.append({"source": str(path), **_image_record(staging.dir, stem, gray, result)})
         video_info = None
         if video is not None:
-            frames, video_info = _predict_video(predictor, bundle, Path(video), smoothing, staging.dir)
+            frames, video_info = _predict_video(predictor, bundle, Path(video), smoothing, staging.dir, spacing)
             records += frames
         report = {"bundle": str(bundle), "model": predictor.manifest["name"], "task": predictor.task,
                   "target": predictor.manifest["target"], "precision": predictor.manifest["precision"],
                   "backend": predictor.backend.name, "inputs": inputs.given, "images": len(inputs.files),
                   "duplicates_ignored": inputs.duplicates, "video": video_info,
-                  "mask_values": _mask_values(predictor), "results": records}
+                  "mask_values": _mask_values(predictor), "dicom_seg": segs, "results": records}
         atomic_write_json(staging.dir / "results.json", report)
         staging.commit(last="results.json")
     except OSError as exc:
@@ -276,6 +327,9 @@ def summary_line(report: dict[str, Any]) -> str:
         parts.append(f"{len(report['duplicates_ignored'])} duplicate input(s) predicted once")
     if report.get("video"):
         parts.append(f"{report['video']['frames']} video frame(s)")
+    written = [s for s in report.get("dicom_seg") or [] if s.get("file")]
+    if report.get("dicom_seg"):
+        parts.append(f"{len(written)} DICOM SEG(s) of {len(report['dicom_seg'])} DICOM input(s)")
     line = (f"{len(report['results'])} prediction(s) with {report['model']} ({report['target']} "
             f"{report['precision']}, {report['backend']}): {', '.join(parts)}")
     return line + (f"; median latency {np.median(lat):.1f} ms" if lat else "")
