@@ -185,3 +185,19 @@ def test_resume_without_a_checkpoint_fails_unless_auto(kd_setup, tmp_path):
     assert run_distillation(auto, TaskKD(auto))["steps"] == 2
     assert resume_auto_argv(["kd", "--resume", "auto", "--seed", "1"]) == ["kd", "--resume-auto", "--seed", "1"]
     assert resume_auto_argv(["distill", "--resume", "--seed", "1"]) == ["distill", "--resume", "--seed", "1"]
+
+
+def test_distill_can_leave_out_the_downstream_eval_images(kd_setup):
+    """`pocus distill --exclude-eval-splits DIR`: no image of DIR's seg/cls validation or test split is distilled on."""
+    from pocus_edge.distill.config import DistillConfig
+    from pocus_edge.distill.ddp import init_distributed
+    from pocus_edge.distill.method import TokenDistillation
+    from pocus_edge.finetune.data import eval_split_digests
+
+    root, labeled, transfer, _ = kd_setup
+    cfg = DistillConfig(data=[str(labeled), str(transfer)], out=str(root / "d"), teacher_weights="random",
+                        batch_size=8, exclude_eval_splits=[str(labeled)], num_workers=0).validate()
+    data = TokenDistillation().prepare_data(cfg, init_distributed())
+    digests = eval_split_digests(labeled, ("segmentation", "classification"), 0)
+    assert len(data.corpus.excluded) == len(digests) > 0
+    assert not set(data.corpus.frame_digests) & digests

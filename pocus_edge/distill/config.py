@@ -56,6 +56,8 @@ class DistillConfig:
     num_workers: int = 2
     seed: int = 0
     threads: int = 0  # 0 = leave torch's default
+    exclude_eval_splits: list[str] = field(default_factory=list)  # labelled folders whose val/test images to drop
+    eval_split_seed: int = 0  # the --seed of the downstream fine-tunes those splits belong to
     resume: bool | str = False  # True: continue from a valid checkpoint or fail; "auto": also start fresh
     quiet: bool = False
 

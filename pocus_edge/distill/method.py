@@ -8,6 +8,7 @@ everything else: batch plan, accumulation, mixup, AMP, DDP, checkpoints, resume,
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -15,6 +16,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.dataset import AugmentedFrames
+from ..finetune.data import eval_split_digests
 from ..io import sha256_file
 from ..models.encoder_io import save_encoder
 from ..models.teacher import RANDOM_WEIGHTS
@@ -22,6 +24,8 @@ from .config import DistillConfig
 from .ddp import DistEnv
 from .objective import token_mse
 from .setup import RESUME_FIELDS, RunData, build_models, prepare_data
+
+log = logging.getLogger(__name__)
 
 
 class DistillMethod:
@@ -31,7 +35,15 @@ class DistillMethod:
     resume_fields: tuple[str, ...] = RESUME_FIELDS
 
     def prepare_data(self, cfg: DistillConfig, env: DistEnv) -> RunData:
-        return prepare_data(cfg, env)
+        """The corpus minus the validation/test images of `exclude_eval_splits` (both seg and cls splits)."""
+        exclude: set[str] = set()
+        for folder in cfg.exclude_eval_splits:
+            exclude |= eval_split_digests(Path(folder), ("segmentation", "classification"), cfg.eval_split_seed)
+        data = prepare_data(cfg, env, exclude=exclude or None)
+        if cfg.exclude_eval_splits:
+            log.info("left out %d frame(s): images of the validation/test splits of %s", len(data.corpus.excluded),
+                     ", ".join(cfg.exclude_eval_splits))
+        return data
 
     def train_dataset(self, frames: list, cfg: DistillConfig) -> Dataset:
         """The dataset the batch plan indexes with (frame index, augmentation seed)."""

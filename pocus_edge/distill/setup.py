@@ -119,7 +119,8 @@ def autocast_dtype(cfg: DistillConfig, device: torch.device) -> torch.dtype | No
 RESUME_FIELDS = ("teacher", "teacher_kwargs", "blocks", "aggregate", "teacher_norm", "student",
                  "head_hidden", "image_size", "batch_size", "accum_steps", "max_micro_batch", "epochs", "max_steps",
                  "lr", "min_lr", "weight_decay", "warmup_steps", "clip_grad", "precision", "seed", "aug", "mixup",
-                 "held_out_fraction", "max_held_out", "max_video_frames", "data")
+                 "held_out_fraction", "max_held_out", "max_video_frames", "data", "exclude_eval_splits",
+                 "eval_split_seed")
 
 
 def check_resume_compatible(saved: dict, cfg: DistillConfig, fields: tuple[str, ...] = RESUME_FIELDS) -> None:

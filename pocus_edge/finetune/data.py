@@ -141,3 +141,22 @@ def check_decodable(samples: list[Sample]) -> None:
     (a broken test-split mask was otherwise found only when the trained model was evaluated)."""
     for sample in samples:
         load_pair(sample)
+
+
+def eval_split_digests(root: Path, tasks: tuple[str, ...], seed: int) -> set[str]:
+    """Pixel digests of the validation and test images `pocus finetune` makes of ROOT for each task (seed as given).
+
+    A distillation or KD transfer set drops these, so no image the downstream evaluation is judged on is trained
+    on, even under another name. Tasks the folder cannot serve (no masks, no labels) are skipped.
+    """
+    from ..data.corpus import pixel_digest
+    from ..data.readers import read_frame
+
+    digests: set[str] = set()
+    for task in tasks:
+        try:
+            splits = split_samples(read_samples(Path(root), task), seed, task == "classification")
+        except DataError:
+            continue
+        digests |= {pixel_digest(read_frame(Path(s.image))) for name in ("val", "test") for s in splits[name]}
+    return digests

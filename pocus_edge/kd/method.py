@@ -15,13 +15,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.corpus import pixel_digest
-from ..data.readers import read_frame
 from ..distill.ddp import DistEnv
 from ..distill.method import DistillMethod
 from ..distill.setup import RunData, prepare_data
 from ..errors import ConfigError
-from ..finetune.data import read_samples, split_samples
+from ..finetune.data import eval_split_digests, read_samples
 from ..io import sha256_file
 from ..models.encoder_io import save_encoder
 from ..models.registry import canonical_arch, create_model, load_task_model
@@ -35,9 +33,8 @@ log = logging.getLogger(__name__)
 
 def held_out_digests(labeled_data: str, task: str, seed: int) -> set[str]:
     """Pixel digests of the labelled folder's validation and test images (the splits pocus finetune makes)."""
-    samples = read_samples(Path(labeled_data), task)
-    splits = split_samples(samples, seed, task == "classification")
-    return {pixel_digest(read_frame(Path(s.image))) for name in ("val", "test") for s in splits[name]}
+    read_samples(Path(labeled_data), task)  # a folder that cannot serve the task fails here, with the reason
+    return eval_split_digests(Path(labeled_data), (task,), seed)
 
 
 class TaskKD(DistillMethod):
