@@ -3,7 +3,9 @@ best epoch on validation, report test metrics, and write a checkpoint `pocus-exp
 
 Loss: segmentation BCE + soft Dice; classification cross-entropy. Optimiser: AdamW (lr 3e-4, or 1e-3
 for the linear probe; weight decay 1e-4) with cosine decay. Augmentation: random crop (70-100 % of
-the area) and horizontal flip, never a vertical flip. Evaluation uses the runtime's own numpy
+the area) and horizontal flip, never a vertical flip. A ViT-LoRA teacher (--architecture vit_base_patch16_dinov3
+--backbone-weights FILE) trains only its adapters and head with TS-KD's settings: 0.2 x BCE/CE + 0.8 x Dice, AdamW
+lr 5e-3, 250 linear warm-up steps before the cosine decay. Evaluation uses the runtime's own numpy
 pre/post-processing, so the reported metrics are those a deployed bundle reproduces.
 """
 
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_json, atomic_write_text, nan_to_null
 from ..limits import check, check_out
+from ..models import vit_lora
 from ..runtime.preprocess import normalization, normalized_chw, resize_bilinear
 from .data import Sample, check_decodable, label_fraction, load_pair, read_samples, split_samples
 from .evaluate import evaluate_model
@@ -50,6 +53,11 @@ class FinetuneConfig:
     seed: int = 0
     threads: int = 0
     max_steps_per_epoch: int = 0
+    backbone_weights: str | None = None  # ViT-LoRA architectures: a local DINOv3/DINOv2 file, or random (smoke tests)
+    backbone_kwargs: dict = field(default_factory=dict)  # extra timm kwargs of the ViT (tests: a tiny one)
+    lora_rank: int | None = None  # None: 8 (TS-KD)
+    lora_alpha: float | None = None  # None: 2 x rank
+    warmup_steps: int | None = None  # None: 250 for a ViT-LoRA model, else 0
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -84,14 +92,52 @@ def _augment(image: np.ndarray, mask: np.ndarray | None, size: int, rng: np.rand
     return img, out_mask
 
 
-def _loss(task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def _loss(task: str, logits: torch.Tensor, target: torch.Tensor, weights: tuple[float, float] = (1.0, 1.0)
+          ) -> torch.Tensor:
+    """Classification: cross-entropy; segmentation: weights[0] x BCE + weights[1] x soft Dice."""
     if task == "classification":
         return F.cross_entropy(logits, target)
     bce = F.binary_cross_entropy_with_logits(logits, target)
     probs = torch.sigmoid(logits)
     inter = (probs * target).sum(dim=(1, 2, 3))
     soft_dice = 1 - (2 * inter + 1) / (probs.sum(dim=(1, 2, 3)) + target.sum(dim=(1, 2, 3)) + 1)
-    return bce + soft_dice.mean()
+    return weights[0] * bce + weights[1] * soft_dice.mean()
+
+
+def _schedule(total: int, warmup: int):
+    """LR factor per step: linear warm-up over `warmup` steps, then cosine decay over the rest (0: plain cosine)."""
+    rest = max(1, total - warmup)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + np.cos(np.pi * min(step - warmup, rest) / rest))
+
+    return factor
+
+
+def _vit_options(cfg: FinetuneConfig) -> vit_lora.ViTLoRAOptions | None:
+    """The ViT-LoRA settings (None for a CNN); refuses --backbone-weights on a CNN and a ViT without it."""
+    if not vit_lora.is_vit_arch(cfg.architecture):
+        given = [flag for flag, value in (("--backbone-weights", cfg.backbone_weights), ("--lora-rank", cfg.lora_rank),
+                                          ("--lora-alpha", cfg.lora_alpha)) if value is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: for the ViT-LoRA architectures only (e.g. "
+                              f"{vit_lora.VIT_ARCHITECTURES[0]}), not {cfg.architecture}; drop it")
+        return None
+    if not cfg.backbone_weights:
+        raise ConfigError(f"--architecture {cfg.architecture} needs --backbone-weights FILE (a local DINOv3/DINOv2 "
+                          "weights file; random for smoke tests)")
+    cfg.lora_rank = 8 if cfg.lora_rank is None else cfg.lora_rank
+    options = vit_lora.ViTLoRAOptions(cfg.backbone_weights, cfg.image_size, cfg.lora_rank, cfg.lora_alpha,
+                                      dict(cfg.backbone_kwargs))
+    cfg.lora_alpha = options.lora().alpha
+    options.lora().check()  # rank <= the ViT's width is checked when it is built
+    if cfg.warmup_steps is not None:
+        check("warmup", cfg.warmup_steps, "warmup_steps")
+    if cfg.backbone_weights == vit_lora.RANDOM_WEIGHTS:
+        log.warning("--backbone-weights random: the backbone is untrained; the result is for smoke tests only")
+    return options
 
 
 def _batches(cfg: FinetuneConfig, data: list[tuple], labels: list[str], rng: np.random.Generator):
@@ -113,6 +159,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     """Train, select on validation, test, and write OUT (checkpoint, metrics, splits, config)."""
     cfg.validate()
     cfg.architecture = resolve_architecture(cfg.encoder, cfg.architecture)
+    vit = _vit_options(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -123,21 +170,26 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     labels = sorted({s.label for s in samples}) if stratify else ["background", samples[0].label or "foreground"]
     check_decodable(samples)  # a truncated image or mask fails now, not after training
     model, init = build_finetune_model(cfg.task, cfg.architecture, cfg.encoder, len(labels) if stratify else 1,
-                                       cfg.linear_probe, tuple(cfg.decoder_channels or ()) or None)
+                                       cfg.linear_probe, tuple(cfg.decoder_channels or ()) or None, vit)
     cfg.decoder_channels = init["decoder_channels"]
     out = Path(cfg.out)  # made only now: a failed check above leaves nothing behind
     out.mkdir(parents=True, exist_ok=True)
     _write_splits(out / "splits.csv", splits, train)
     params = [p for p in model.parameters() if p.requires_grad]
-    lr = cfg.lr or (1e-3 if cfg.linear_probe else 3e-4)
+    lr = cfg.lr or (vit_lora.LEARNING_RATE if vit else 1e-3 if cfg.linear_probe else 3e-4)
+    loss_weights = vit_lora.LOSS_WEIGHTS if vit else (1.0, 1.0)
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     data = [(*load_pair(s), s.label) for s in train]
     steps_per_epoch = max(1, len(data) // cfg.batch_size)
     if cfg.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_steps_per_epoch)
     total = steps_per_epoch * cfg.epochs
-    cosine = lambda s: 0.5 * (1 + np.cos(np.pi * min(s, total) / total))  # noqa: E731
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+    if cfg.warmup_steps is None:
+        cfg.warmup_steps = vit_lora.WARMUP_STEPS if vit else 0
+    if 0 < total <= cfg.warmup_steps:
+        log.warning("%d warm-up steps >= %d training steps: the learning rate never reaches %g", cfg.warmup_steps,
+                    total, lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(total, cfg.warmup_steps))
     rng = np.random.default_rng(cfg.seed)
     key = "dice" if cfg.task == "segmentation" else "macro_f1"
     best, best_state, history = -1.0, None, []
@@ -148,7 +200,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
         for step, (x, y) in enumerate(_batches(cfg, data, labels, rng)):
             if step >= steps_per_epoch:
                 break
-            loss = _loss(cfg.task, model(x), y)
+            loss = _loss(cfg.task, model(x), y, loss_weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -13,6 +13,8 @@ from torch import nn
 
 def logits_and_features(net: nn.Module, task: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass of a registry task model returning (logits, deepest encoder map B x C x h x w)."""
+    if hasattr(net, "logits_and_features"):  # a ViT-LoRA teacher: last block's patch tokens as a grid
+        return net.logits_and_features(x)
     if task == "segmentation":
         features = net.encoder(x)
         return net.segmentation_head(net.decoder(features)), features[-1]

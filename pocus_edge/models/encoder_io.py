@@ -103,3 +103,14 @@ def read_card(weights_path: Path) -> dict:
     if not isinstance(card, dict):
         raise CheckpointError(f"{card_path}: not a checkpoint card (expected a JSON object)")
     return card
+
+
+def check_state_fits(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], what: str) -> None:
+    """Raise CheckpointError("{what} (missing ..., unexpected ..., other shape ...)") unless keys and shapes agree."""
+    want = {k: tuple(v.shape) for k, v in expected.items()}
+    have = {k: tuple(v.shape) for k, v in found.items()}
+    if want != have:
+        missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+        misshaped = sorted(k for k in set(want) & set(have) if want[k] != have[k])
+        raise CheckpointError(f"{what} (missing {len(missing)}: {missing[:3]}, unexpected {len(unexpected)}: "
+                              f"{unexpected[:3]}, other shape {len(misshaped)}: {misshaped[:3]})")

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from .tasks import TASKS, Classifier, EmbeddingModel
+from .vit_lora import VIT_ARCHITECTURES, ViTLoRAOptions, build_vit_task_model, is_vit_arch, load_vit_task_model
 
 SMP_DEFAULT_DECODER = (256, 128, 64, 32, 16)
 SLIM_DECODER = (48, 32, 24, 16, 8)
@@ -51,16 +52,20 @@ BUILTIN_LABELS = {"segmentation": ["background", "lesion"], "classification": ["
 BUILTIN_PREFIX = {"segmentation": "unet", "classification": "classifier", "embedding": "encoder"}
 
 
-def canonical_arch(name: str, option: str = "--architecture") -> str:
-    """A registered timm name (an smp `tu-` prefix is accepted and dropped); unknown names get a did-you-mean."""
+def canonical_arch(name: str, option: str = "--architecture", teachers: bool = False) -> str:
+    """A registered timm name (an smp `tu-` prefix is accepted and dropped); unknown names get a did-you-mean.
+
+    `teachers=True` also accepts the ViT-LoRA teacher architectures (vit_lora.VIT_ARCHITECTURES, not phone-class).
+    """
     key = str(name).strip()
     key = key[3:] if key.startswith("tu-") else key
-    if key in ARCHITECTURES:
+    valid = list(ARCHITECTURES) + (list(VIT_ARCHITECTURES) if teachers else [])
+    if key in valid:
         return key
-    close = difflib.get_close_matches(key, list(ARCHITECTURES), n=1, cutoff=0.5)
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ConfigError(f"{option} {name!r} is not a supported architecture.{hint} "
-                      f"Choose one of: {', '.join(ARCHITECTURES)}")
+                      f"Choose one of: {', '.join(valid)}")
 
 
 def default_decoder_channels(arch: str) -> tuple[int, ...]:
@@ -91,14 +96,19 @@ def timm_encoder(name: str) -> nn.Module:
 
 
 def create_model(task: str, arch: str = "resnet50", num_classes: int = 1,
-                 decoder_channels: tuple[int, ...] | list[int] | None = None) -> nn.Module:
+                 decoder_channels: tuple[int, ...] | list[int] | None = None, vit: ViTLoRAOptions | None = None
+                 ) -> nn.Module:
     """The random-weight model for a task; weights are loaded by the caller.
 
     segmentation: smp U-Net (K = num_classes logit maps); classification: encoder + GAP + linear;
     embedding: encoder + GAP + L2 norm (any timm CNN, so every `pocus distill` student can be exported).
+    A ViT-LoRA teacher architecture (vit_lora.py) needs `vit` (backbone weights, image size, LoRA rank/alpha) and
+    comes with its frozen backbone loaded; only its adapters and head are new.
     """
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    if is_vit_arch(arch) and task != "embedding":
+        return build_vit_task_model(task, arch, num_classes, vit)
     if task == "embedding":
         return EmbeddingModel(timm_encoder(arch[3:] if arch.startswith("tu-") else arch))
     spec = ARCHITECTURES[canonical_arch(arch)]
@@ -142,28 +152,27 @@ def load_student_encoder(model: nn.Module, task: str, arch: str, state: dict[str
     encoder.load_state_dict(mapped, strict=False)
 
 
-def load_task_model(path: Path) -> tuple[nn.Module, dict]:
-    """A `pocus finetune` / `pocus kd` checkpoint (card kind task_model) as an eval-mode model, with its card."""
-    from .encoder_io import load_encoder_state
+def load_task_model(path: Path, backbone_weights: str | None = None) -> tuple[nn.Module, dict]:
+    """A `pocus finetune` / `pocus kd` checkpoint (card kind task_model) as an eval-mode model, with its card.
+
+    A ViT-LoRA checkpoint is rebuilt on its backbone (the card's file, or `backbone_weights`, sha256-checked) and
+    returned with its adapters merged into plain timm layers.
+    """
+    from .encoder_io import check_state_fits, load_encoder_state
 
     state, card = load_encoder_state(path)
     if card.get("kind") != "task_model":
         raise CheckpointError(f"{path}: is a {card.get('kind', 'unknown')} checkpoint, not a task model; give the "
                               "model.safetensors written by pocus finetune or pocus kd")
+    if is_vit_arch(card.get("encoder")):
+        return load_vit_task_model(Path(path), state, card, backbone_weights), card
     labels = list(card.get("labels", []))
     try:
         model = create_model(card["task"], card["encoder"], int(card.get("num_classes", len(labels) or 1)),
                              card.get("decoder_channels"))
     except (ConfigError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: card does not describe a model this version can build ({exc})")
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in state.items()}
-    if expected != found:
-        missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-        misshaped = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
-        raise CheckpointError(f"{path}: weights do not fit the model its card describes (missing {len(missing)}: "
-                              f"{missing[:3]}, unexpected {len(unexpected)}: {unexpected[:3]}, other shape "
-                              f"{len(misshaped)}: {misshaped[:3]})")
+    check_state_fits(model.state_dict(), state, f"{path}: weights do not fit the model its card describes")
     model.load_state_dict(state)
     return model.eval(), card
 

@@ -34,9 +34,9 @@ def _create_vit(name: str, image_size: int, extra: dict) -> nn.Module:
     return model
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _read_state_dict(path: Path, option: str = "--teacher-weights") -> dict[str, torch.Tensor]:
     if not path.is_file():
-        raise CheckpointError(f"--teacher-weights {path}: no such file (pass a local .safetensors or .pth file)")
+        raise CheckpointError(f"{option} {path}: no such file (pass a local .safetensors or .pth file)")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -44,20 +44,21 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"--teacher-weights {path}: cannot read it as safetensors or a torch state dict ({exc})")
+        raise CheckpointError(f"{option} {path}: cannot read it as safetensors or a torch state dict ({exc})")
 
 
-def load_teacher_weights(model: nn.Module, path: Path) -> None:
-    """Load timm-format or Meta-format DINO weights; raise CheckpointError naming mismatched keys."""
+def load_teacher_weights(model: nn.Module, path: Path, option: str = "--teacher-weights",
+                         arch_option: str = "--teacher") -> None:
+    """Load timm-format or Meta-format DINO weights; raise CheckpointError naming mismatched keys (and the flags)."""
     from timm.models.eva import checkpoint_filter_fn
 
-    state = _read_state_dict(path)
+    state = _read_state_dict(path, option)
     if not isinstance(state, dict) or not state:
-        raise CheckpointError(f"--teacher-weights {path}: file holds no state dict")
+        raise CheckpointError(f"{option} {path}: file holds no state dict")
     try:
         state = checkpoint_filter_fn(state, model)  # converts Meta's DINOv3 names to timm's
     except Exception as exc:
-        raise CheckpointError(f"--teacher-weights {path}: cannot convert keys for this teacher ({exc})")
+        raise CheckpointError(f"{option} {path}: cannot convert keys for this model ({exc})")
     own = model.state_dict()
     missing = sorted(k for k in own if k not in state)
     unexpected = sorted(k for k in state if k not in own and not k.startswith("head"))
@@ -68,7 +69,7 @@ def load_teacher_weights(model: nn.Module, path: Path) -> None:
             if keys:
                 parts.append(f"{len(keys)} {label} (e.g. {', '.join(keys[:3])})")
         raise CheckpointError(
-            f"--teacher-weights {path} does not match --teacher {model.default_cfg.get('architecture', '?')}: "
+            f"{option} {path} does not match {arch_option} {model.default_cfg.get('architecture', '?')}: "
             + "; ".join(parts)
             + ". Check that the file is for this architecture (e.g. ViT-B/16 weights for vit_base_patch16_dinov3)."
         )
