@@ -15,6 +15,7 @@ import torch
 
 from .. import __version__
 from ..errors import ConfigError
+from ..runtime.measure import parse_measurements
 from .base import ExportError, ExportRequest, version_of
 from .bundle import discard, hash_files, make_workdir, now_iso, publish, write_manifest
 from .data import calibration_and_parity
@@ -70,27 +71,30 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
            parity: bool = True, num_calib: int | None = None, num_parity: int = 32,
            parity_thresholds: dict[str, float] | None = None, overwrite: bool = False,
            fold_upsampling: bool | None = None, sign_key: str | Path | None = None,
-           **target_options: Any) -> dict[str, Any]:
+           measurements: str | list[str] | None = None, **target_options: Any) -> dict[str, Any]:
     """Export MODEL to a bundle folder and return its manifest (parity summary included).
 
     `fold_upsampling` rewrites a U-Net decoder's nearest-upsample + 3x3 convolution into fewer
     multiply-adds (upsample_fold.py); None = for fp32/fp16 only. Parity is always measured against the
     unmodified PyTorch model. The request is checked against the capability table (targets.py) before
     anything is built: options the target/precision does not take are refused; defaults come from the table.
-    `sign_key`: an Ed25519 private key PEM; the bundle then carries bundle.sig.
+    `sign_key`: an Ed25519 private key PEM; the bundle then carries bundle.sig. `measurements`: what the runtime
+    measures on masks ("area,ellipse", a list, or "none"; None: area for segmentation, none otherwise).
     """
     target = canonical_target(target)
     precision = check_precision(target, precision)
     options = resolve_options(target, precision, {"calib_data": calib_data, "num_calib": num_calib,
                                                   "dynamic_batch": dynamic_batch, "fold_upsampling": fold_upsampling,
-                                                  **target_options})
+                                                  "measurements": _measurement_option(measurements), **target_options})
     calib_data, num_calib = options.pop("calib_data", None), options.pop("num_calib", 0)
     dynamic_batch, fold_upsampling = options.pop("dynamic_batch", False), options.pop("fold_upsampling")
+    measurements = options.pop("measurements")
     module = target_module(target)
     module.check_available()
     if hasattr(module, "preflight"):
         module.preflight(options)
     net, spec = resolve_model(model, image_size)
+    measure = _measurements_for(spec.task, measurements)
     raw = raw_input or TARGETS[target].raw_input_only
     pre = preprocessing_for(spec, raw)
     calibration, parity_set = calibration_and_parity(
@@ -116,6 +120,7 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
         result.target_options["decoder_upsample_folded_blocks"] = folded_blocks
         flops = count_flops(convertible, spec.image_size, channels=1 if raw else 3)
         manifest = _manifest(spec, target, precision, result, pre, flops, model)
+        manifest["measurements"] = measure
         manifest["files"] = hash_files(workdir, [result.model_file, *result.extra_files])
         write_manifest(workdir, manifest)
         report = _parity(net, spec, precision, workdir, parity_set, result, parity, parity_thresholds, pre)
@@ -137,6 +142,21 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
         raise
     manifest["bundle"] = str(out)
     return manifest
+
+
+def _measurement_option(value: str | list[str] | None) -> str | None:
+    """Any spelling ("ellipse,area", ["area"], "none") -> the table's canonical value; None stays None."""
+    if value is None:
+        return None
+    return ",".join(parse_measurements(value)) or "none"
+
+
+def _measurements_for(task: str, option: str | None) -> list[str]:
+    """The manifest's `measurements`: as asked, or by task (area for segmentation); only segmentation measures."""
+    names = ["area"] if option is None and task == "segmentation" else parse_measurements(option)
+    if names and task != "segmentation":
+        raise ConfigError(f"--measurements {','.join(names)}: a {task} model has no mask to measure; drop it")
+    return names
 
 
 def _manifest(spec, target, precision, result, pre, flops, model_arg) -> dict[str, Any]:

@@ -30,18 +30,12 @@ def finetune(
     out: Path = typer.Option(..., "--out", help="Output folder: model.safetensors + model.json, metrics, splits."),
     encoder: str = typer.Option("random", help="random, or a student.safetensors from pocus distill."),
     architecture: str = typer.Option("resnet50", help="Encoder architecture (timm/smp name)."),
-    backbone_weights: str | None = typer.Option(None, help="ViT-LoRA teacher (--architecture vit_base_patch16_dinov3"
-                                                ", a frozen DINOv3/DINOv2 ViT): its local weights file (.safetensors "
-                                                "or Meta's .pth), or random for smoke tests."),
-    lora_rank: int | None = typer.Option(None, help="ViT-LoRA: adapter rank on q and v of every block [8]."),
-    lora_alpha: float | None = typer.Option(None, help="ViT-LoRA: adapter alpha (scaling alpha/rank) [2 x rank]."),
     linear_probe: bool = typer.Option(False, "--linear-probe", help="Freeze the encoder; train only the head."),
     label_fraction: float = typer.Option(1.0, help="Share of the training split used (0 < F <= 1)."),
     epochs: int = typer.Option(20, help="Epochs."),
     image_size: int = typer.Option(256, help="Input size, multiple of 32."),
     batch_size: int = typer.Option(16, help="Batch size."),
-    lr: float | None = typer.Option(None, help="AdamW learning rate [3e-4; 1e-3 for the linear probe; 5e-3 for "
-                                    "ViT-LoRA]."),
+    lr: float | None = typer.Option(None, help="AdamW learning rate [3e-4; 1e-3 for the linear probe]."),
     max_steps_per_epoch: int = typer.Option(0, help="Cap optimizer steps per epoch (0 = full epochs)."),
     seed: int = typer.Option(0, help="Seed for splits, init and augmentation."),
     threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
@@ -57,8 +51,7 @@ def finetune(
     cfg = FinetuneConfig(task=TASK_NAMES[task], data=str(data), out=str(out), encoder=encoder,
                          architecture=architecture, linear_probe=linear_probe, label_fraction=label_fraction,
                          epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
-                         threads=threads, max_steps_per_epoch=max_steps_per_epoch, backbone_weights=backbone_weights,
-                         lora_rank=lora_rank, lora_alpha=lora_alpha)
+                         threads=threads, max_steps_per_epoch=max_steps_per_epoch)
     summary = run_finetune(cfg)
     if json_out:
         print(json.dumps(summary, indent=2))
@@ -77,6 +70,8 @@ def eval_cmd(
     seed: int = typer.Option(0, help="Split seed (use the fine-tune's)."),
     threads: int | None = typer.Option(None, help="Runtime threads for bundles."),
     out: Path | None = typer.Option(None, "--out", help="Write eval.json with per-image rows here."),
+    measure: str | None = typer.Option(None, "--measure", help="ellipse: head circumference (mm) of the masks vs "
+                                       "manifest.csv's head_circumference_mm, per split."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Ground-truth metrics (Dice, IoU, HD95 / accuracy, macro-F1) for a checkpoint or a bundle."""
@@ -86,12 +81,14 @@ def eval_cmd(
         check("runtime_threads", threads, "--threads")
     if out is not None:
         check_out(out)
-    report = run_eval(model, data, split, seed, threads, out)
+    report = run_eval(model, data, split, seed, threads, out, measure)
     if json_out:
         print(json.dumps(report, indent=2))
     else:
         flat = {"evaluated as": report["evaluated_as"], "split": report["split"],
-                **{k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))}}
+                **{k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))},
+                **{f"HC {name}: {k}": v for name, hc in report.get("head_circumference", {}).items()
+                   for k, v in hc.items() if k != "images"}}
         _print_summary("eval", flat, model)
 
 

@@ -12,11 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..io import atomic_write_json, nan_to_null
 from ..runtime.preprocess import normalization
 from .data import read_samples, split_samples
 from .evaluate import evaluate_outputs
+from .measure_eval import check_measure, circumference_summary, read_truth
 
 
 def _predictor(model: Path, threads: int | None):
@@ -48,17 +49,48 @@ def _predictor(model: Path, threads: int | None):
 
 
 def run_eval(model: Path, data: Path, split: str, seed: int, threads: int | None,
-             out: Path | None) -> dict[str, Any]:
-    """Metrics of MODEL on DATA's `split` (test by default); writes OUT/eval.json and per-image CSV when asked."""
+             out: Path | None, measure: str | None = None) -> dict[str, Any]:
+    """Metrics of MODEL on DATA's `split` (test by default); writes OUT/eval.json and per-image CSV when asked.
+
+    `measure="ellipse"` adds the head-circumference error against manifest.csv per split (measure_eval.py)."""
     if split not in ("test", "val", "train", "all"):
         raise ConfigError(f"--split {split!r}: choose test, val, train or all")
+    if measure is not None:
+        check_measure(measure)
     predict, task, labels, what = _predictor(model, threads)
+    if measure is not None and task != "segmentation":
+        raise ConfigError(f"--measure {measure}: {model} is a {task} model; measurements need a segmentation model")
     samples = read_samples(data, task)
-    chosen = samples if split == "all" else split_samples(samples, seed, task == "classification")[split]
-    result = evaluate_outputs(task, chosen, labels, predict, stage=f"eval of {model}")
+    splits = _splits(samples, seed, task, split, measure)
+    chosen = samples if split == "all" else splits[split]
+    truth = read_truth(data, chosen, measure) if measure is not None else None
+    result = evaluate_outputs(task, chosen, labels, predict, stage=f"eval of {model}", truth=truth)
     report = {"model": str(model), "evaluated_as": what, "data": str(data), "split": split, "seed": seed,
               "task": task, "metrics": nan_to_null(result["summary"])}  # undefined (NaN) metrics -> null
+    if truth is not None:
+        report["head_circumference"] = _per_split(result["per_image"], splits, split)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "eval.json", {**report, "per_image": nan_to_null(result["per_image"])})
     return report
+
+
+def _splits(samples: list[Any], seed: int, task: str, split: str, measure: str | None) -> dict[str, list[Any]]:
+    """The finetune splits; for `--split all` only when measuring (to tag rows), and none if the data is too small."""
+    if split != "all":
+        return split_samples(samples, seed, task == "classification")
+    if measure is None:
+        return {}
+    try:
+        return split_samples(samples, seed, task == "classification")
+    except DataError:
+        return {}
+
+
+def _per_split(rows: list[dict[str, Any]], splits: dict[str, list[Any]], split: str) -> dict[str, Any]:
+    """Head-circumference summary per split (each row tagged with its split); `all` also gets its own."""
+    where = {s.image: name for name, members in splits.items() for s in members}
+    for row in rows:
+        row["split"] = where.get(row["image"], "all")
+    names = [split] if split != "all" else [*splits, "all"]
+    return {name: circumference_summary([r for r in rows if name in ("all", r["split"])]) for name in names}

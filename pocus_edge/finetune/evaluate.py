@@ -11,6 +11,7 @@ from ..runtime.images import to_gray01
 from ..runtime.preprocess import normalization, normalized_chw, resize_bilinear
 from ..runtime.results import check_finite, sigmoid, softmax
 from .data import Sample, load_pair
+from .measure_eval import CircumferenceTruth, circumference_row
 from .metrics import accuracy, confusion_matrix, dice_score, hd95, iou_score, macro_f1, mean_ignoring_nan
 
 
@@ -28,9 +29,11 @@ def summarize(task: str, rows: list[dict[str, Any]], labels: list[str]) -> dict[
 
 
 def evaluate_outputs(task: str, samples: list[Sample], labels: list[str],
-                     predict: Callable[[list[np.ndarray]], np.ndarray], stage: str = "eval") -> dict[str, Any]:
+                     predict: Callable[[list[np.ndarray]], np.ndarray], stage: str = "eval",
+                     truth: dict[str, CircumferenceTruth] | None = None) -> dict[str, Any]:
     """`predict(gray frames) -> raw float outputs (N x C x S x S or N x K)`; compares to ground truth.
 
+    With `truth` (segmentation) each row also gets the head circumference of its mask against the truth.
     A NaN/inf output is a NonFiniteOutputError naming `stage` and the image, never a metric made from it."""
     rows = []
     for start in range(0, len(samples), 16):
@@ -45,6 +48,8 @@ def evaluate_outputs(task: str, samples: list[Sample], labels: list[str],
                 row = {"image": s.image, "dice": dice_score(pred, mask), "iou": iou_score(pred, mask),
                        "hd95_px": hd95(pred, mask)}
                 row["hd95_mm"] = row["hd95_px"] * s.pixel_size_mm if s.pixel_size_mm else float("nan")
+                if truth is not None:
+                    row.update(circumference_row(pred, mask, truth[s.image]))
             else:
                 p = softmax(out, axis=0)
                 row = {"image": s.image, "label": s.label, "predicted": labels[int(np.argmax(p))],

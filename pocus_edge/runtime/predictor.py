@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from .backends import open_backend
 from .images import load_gray
 from .manifest import BundleError, inspect_bundle
+from .measure import parse_spacing
 from .preprocess import model_input
 from .results import output_as_float, postprocess
 
@@ -61,21 +63,38 @@ class Predictor:
         x, _ = self.preprocess(images)
         return output_as_float(self.run_model(x), self.manifest)
 
-    def batch(self, images: list[Any]) -> list:
-        """Typed results (SegmentationResult, ClassificationResult or EmbeddingResult) for several images."""
+    def spacing(self, pixel_spacing_mm: Any, name: str = "pixel_spacing_mm") -> tuple[float, float] | None:
+        """Validate a per-call pixel spacing (mm, one number or (row, col)) against what this bundle can measure."""
+        spacing = parse_spacing(pixel_spacing_mm, name)
+        if spacing is None:
+            return None
+        if self.task != "segmentation":
+            raise ConfigError(f"{name}: {self.manifest['name']} is a {self.task} model; measurements "
+                              "apply to segmentation bundles only, drop the spacing")
+        if not self.manifest.get("measurements"):
+            raise ConfigError(f"{name}: bundle {self.bundle_dir} lists no measurements (manifest "
+                              "`measurements` empty or absent), so nothing would use the spacing; re-export it with "
+                              "pocus-export --measurements area,ellipse, or drop the spacing")
+        return spacing
+
+    def batch(self, images: list[Any], pixel_spacing_mm: Any = None) -> list:
+        """Typed results (SegmentationResult, ClassificationResult or EmbeddingResult) for several images;
+        `pixel_spacing_mm` (mm per pixel of the images as given, one number or (row, col)) puts mm into the
+        measurements the manifest lists (else they are in pixels)."""
+        spacing = self.spacing(pixel_spacing_mm)
         if len(images) == 0:
             return []
         start = time.perf_counter()
         x, sizes = self.preprocess(list(images))
         out = output_as_float(self.run_model(x), self.manifest)
-        results = [postprocess(out[i], self.manifest, sizes[i]) for i in range(len(sizes))]
+        results = [postprocess(out[i], self.manifest, sizes[i], spacing) for i in range(len(sizes))]
         per_image = (time.perf_counter() - start) * 1000 / len(results)
         for r in results:
             r.latency_ms = per_image
         return results
 
-    def __call__(self, image: Any):
-        return self.batch([image])[0]
+    def __call__(self, image: Any, pixel_spacing_mm: Any = None):
+        return self.batch([image], pixel_spacing_mm)[0]
 
     def __repr__(self) -> str:
         m = self.manifest

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PocusError
+from .measure import measure_mask
 from .preprocess import dequantize, resize_bilinear
 
 
@@ -52,12 +53,27 @@ def softmax(x: np.ndarray, axis: int) -> np.ndarray:
 @dataclass
 class SegmentationResult:
     """mask: uint8 H x W at the original image size (class index; 0/1 for binary); probabilities: K x H x W
-    (K = 1 for a binary model: the foreground probability)."""
+    (K = 1 for a binary model: the foreground probability). `measure`: the measurements the bundle supports
+    (manifest `measurements`); `pixel_spacing_mm`: (row, col) mm per pixel of the original image, or None."""
 
     mask: np.ndarray
     probabilities: np.ndarray
     labels: list[str]
     latency_ms: float | None = None
+    pixel_spacing_mm: tuple[float, float] | None = None
+    measure: tuple[str, ...] = ()
+
+    @property
+    def measurements(self) -> dict[str, Any] | None:
+        """Area / ellipse of the current mask (original size; in mm when the spacing is known, else px), computed
+        on each access so a changed mask (cine smoothing) is never measured stale; None if the bundle lists none.
+        A binary model: one structure; a multi-class model: one entry per foreground label under `per_label`."""
+        if not self.measure:
+            return None
+        if self.probabilities.shape[0] == 1:
+            return measure_mask(self.mask, self.pixel_spacing_mm, self.measure)
+        return {"per_label": {label: measure_mask(self.mask == k, self.pixel_spacing_mm, self.measure)
+                              for k, label in enumerate(self.labels) if k > 0}}
 
     def overlay(self, image: np.ndarray, color: tuple[int, int, int] = (255, 64, 64),
                 alpha: float = 0.45) -> np.ndarray:
@@ -74,7 +90,7 @@ class SegmentationResult:
         """Summary that fits in a JSON report (no pixel arrays)."""
         return {"task": "segmentation", "mask_shape": list(self.mask.shape),
                 "foreground_fraction": float((self.mask > 0).mean()), "labels": self.labels,
-                "latency_ms": self.latency_ms}
+                "measurements": self.measurements, "latency_ms": self.latency_ms}
 
 
 @dataclass
@@ -118,8 +134,10 @@ def output_as_float(raw: np.ndarray, manifest: dict[str, Any]) -> np.ndarray:
     return out
 
 
-def postprocess(output: np.ndarray, manifest: dict[str, Any], original_size: tuple[int, int]):
-    """One sample's float output (C x H x W or C) -> a typed result at the original image size.
+def postprocess(output: np.ndarray, manifest: dict[str, Any], original_size: tuple[int, int],
+                pixel_spacing_mm: tuple[float, float] | None = None):
+    """One sample's float output (C x H x W or C) -> a typed result at the original image size (a segmentation
+    result measures what the manifest's `measurements` lists, in mm with `pixel_spacing_mm`).
 
     Non-finite outputs raise NonFiniteOutputError: thresholding NaN would give an empty mask, silently."""
     check_finite(output)
@@ -139,7 +157,8 @@ def postprocess(output: np.ndarray, manifest: dict[str, Any], original_size: tup
             mask = (probs[0] >= post["threshold"]).astype(np.uint8)
         else:
             mask = probs.argmax(axis=0).astype(np.uint8)
-        return SegmentationResult(mask=mask, probabilities=probs, labels=labels)
+        return SegmentationResult(mask=mask, probabilities=probs, labels=labels, pixel_spacing_mm=pixel_spacing_mm,
+                                  measure=tuple(manifest.get("measurements", ())))
     if task == "classification":
         probs = softmax(output, axis=0) if post["activation"] == "softmax" else output.astype(np.float32)
         top = int(np.argmax(probs))
