@@ -30,12 +30,18 @@ def finetune(
     out: Path = typer.Option(..., "--out", help="Output folder: model.safetensors + model.json, metrics, splits."),
     encoder: str = typer.Option("random", help="random, or a student.safetensors from pocus distill."),
     architecture: str = typer.Option("resnet50", help="Encoder architecture (timm/smp name)."),
+    backbone_weights: str | None = typer.Option(None, help="ViT-LoRA teacher (--architecture vit_base_patch16_dinov3"
+                                                ", a frozen DINOv3/DINOv2 ViT): its local weights file (.safetensors "
+                                                "or Meta's .pth), or random for smoke tests."),
+    lora_rank: int | None = typer.Option(None, help="ViT-LoRA: adapter rank on q and v of every block [8]."),
+    lora_alpha: float | None = typer.Option(None, help="ViT-LoRA: adapter alpha (scaling alpha/rank) [2 x rank]."),
     linear_probe: bool = typer.Option(False, "--linear-probe", help="Freeze the encoder; train only the head."),
     label_fraction: float = typer.Option(1.0, help="Share of the training split used (0 < F <= 1)."),
     epochs: int = typer.Option(20, help="Epochs."),
     image_size: int = typer.Option(256, help="Input size, multiple of 32."),
     batch_size: int = typer.Option(16, help="Batch size."),
-    lr: float | None = typer.Option(None, help="AdamW learning rate [3e-4; 1e-3 for the linear probe]."),
+    lr: float | None = typer.Option(None, help="AdamW learning rate [3e-4; 1e-3 for the linear probe; 5e-3 for "
+                                    "ViT-LoRA]."),
     max_steps_per_epoch: int = typer.Option(0, help="Cap optimizer steps per epoch (0 = full epochs)."),
     seed: int = typer.Option(0, help="Seed for splits, init and augmentation."),
     threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
@@ -51,7 +57,8 @@ def finetune(
     cfg = FinetuneConfig(task=TASK_NAMES[task], data=str(data), out=str(out), encoder=encoder,
                          architecture=architecture, linear_probe=linear_probe, label_fraction=label_fraction,
                          epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
-                         threads=threads, max_steps_per_epoch=max_steps_per_epoch)
+                         threads=threads, max_steps_per_epoch=max_steps_per_epoch, backbone_weights=backbone_weights,
+                         lora_rank=lora_rank, lora_alpha=lora_alpha)
     summary = run_finetune(cfg)
     if json_out:
         print(json.dumps(summary, indent=2))
