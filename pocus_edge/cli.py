@@ -121,8 +121,7 @@ def export_cmd(
     image_size: int | None = typer.Option(None, help="Input size, multiple of 32 [checkpoint's, or 256]."),
     calib_data: Path | None = typer.Option(None, help=_targets.option_help("calib_data")),
     parity_data: Path | None = typer.Option(None, help="Frames for the parity check (default: int8, the "
-                                            "held-out part of --calib-data, an error if it is empty; else "
-                                            "synthetic phantoms). `phantoms`: synthetic phantoms by choice."),
+                                            "held-out part of --calib-data; else synthetic phantoms)."),
     batch: str = typer.Option("1", help=_targets.option_help("dynamic_batch"), show_default=False),
     raw_input: bool = typer.Option(False, "--raw-input", help="Model takes 1-channel pixels 0..255 (pre-processing "
                                    "folded into the first convolution)."),
@@ -140,13 +139,6 @@ def export_cmd(
     compute_precision: str | None = typer.Option(None, help=_targets.option_help("compute_precision")),
     palettize: int | None = typer.Option(None, help=_targets.option_help("palettize")),
     build_engine: bool = typer.Option(False, "--build-engine", help=_targets.option_help("build_engine")),
-    mixed_precision: bool | None = typer.Option(None, "--mixed-precision/--no-mixed-precision",
-                                                help=_targets.option_help("mixed_precision")),
-    accuracy_target: float | None = typer.Option(None, help=_targets.option_help("accuracy_target")),
-    max_float_layers: int | None = typer.Option(None, help=_targets.option_help("max_float_layers")),
-    float_layers: str | None = typer.Option(None, help=_targets.option_help("float_layers")),
-    explain: bool = typer.Option(False, "--explain", help=_targets.option_help("explain")),
-    measurements: str | None = typer.Option(None, "--measurements", help=_targets.option_help("measurements")),
     sign: Path | None = typer.Option(None, "--sign", help="Ed25519 private key PEM (pocus keygen): also write "
                                      "bundle.sig over the bundle digest (needs the sign extra)."),
     quiet: bool = typer.Option(False, "--quiet"),
@@ -171,14 +163,12 @@ def export_cmd(
     if batch not in ("1", "dynamic"):
         raise PocusError(f"--batch {batch!r}: use 1 or dynamic")
     options = {"calibration_method": calib_method, "ort_format": ort_format, "nhwc": nhwc, "io": io,
-               "compute_precision": compute_precision, "palettize": palettize, "build_engine": build_engine,
-               "mixed_precision": mixed_precision, "accuracy_target": accuracy_target,
-               "max_float_layers": max_float_layers, "float_layers": float_layers, "explain": explain}
+               "compute_precision": compute_precision, "palettize": palettize, "build_engine": build_engine}
     manifest = export(model, target, precision, out, image_size=image_size, calib_data=calib_data,
                       parity_data=parity_data, dynamic_batch=batch == "dynamic", raw_input=raw_input,
                       parity=not no_parity, num_calib=num_calib, num_parity=num_parity,
                       parity_thresholds=_parse_thresholds(parity_threshold), overwrite=overwrite,
-                      fold_upsampling=fold_upsample, sign_key=sign, measurements=measurements, **options)
+                      fold_upsampling=fold_upsample, sign_key=sign, **options)
     if json_out:
         print(json.dumps(manifest, indent=2))
     elif not quiet:
@@ -277,22 +267,17 @@ def predict(
     trusted_key: list[Path] = typer.Option(None, "--trusted-key", help="Ed25519 public key PEM; refuse bundles "
                                            "not signed by one of these (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
-    pixel_spacing: str | None = typer.Option(None, "--pixel-spacing", metavar="MM|ROW,COL", help="mm per pixel of "
-                                             "the images and video as given: the bundle's measurements (area, "
-                                             "ellipse) in mm (DICOM inputs use their own spacing)."),
     dicom_seg: bool = typer.Option(True, "--dicom-seg/--no-dicom-seg", help="DICOM inputs of a segmentation "
                                    "bundle: also write NAME_seg.dcm, a DICOM SEG (needs the dicom extra)."),
 ) -> None:
     """Run a bundle on images, folders or a video (torch-free) and write masks, overlays and JSON."""
-    from .runtime.measure import parse_spacing
     from .runtime.predict import run_predict, summary_line
 
     if threads is not None:
         check("runtime_threads", threads, "--threads")
     check_out(out)
     report = run_predict(bundle, list(images or []), video, out, backend, threads, smooth,
-                         trusted_keys=trusted_key or None, dicom_seg=dicom_seg,
-                         pixel_spacing_mm=parse_spacing(pixel_spacing, "--pixel-spacing"))
+                         trusted_keys=trusted_key or None, dicom_seg=dicom_seg)
     if json_out:
         print(json.dumps(report, indent=2))
     else:
