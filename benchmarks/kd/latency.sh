@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# int8 TFLite bundles of the seed-0 teacher and students of run_kd_bench.sh compression, timed in ONE interleaved
+# run at 1 thread (pocus bench latency), then the tables and the Pareto plot. Bundles are reused when present.
+# Run it on a quiet machine: latency under contention measures the contention.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${POCUS_SHARED_DATA:-../shared/data}
+RUNS=benchmarks/kd/runs
+B=benchmarks/kd/bundles
+ROWS=(hc18-teacher-r50 hc18-mobilenetv3_large_100-labels hc18-mobilenetv3_large_100-kd hc18-efficientnet_b0-labels
+      hc18-efficientnet_b0-kd)
+bundles=()
+for row in "${ROWS[@]}"; do
+  ckpt=$RUNS/$row-s0/model.safetensors
+  [ -f "$ckpt" ] || { echo "skip $row: no $ckpt yet"; continue; }
+  [ -f "$B/$row/manifest.json" ] || .venv/bin/pocus-export "$ckpt" --target tflite --precision int8 \
+      --calib-data "$DATA/hc18" --out "$B/$row" --quiet
+  bundles+=("$B/$row")
+done
+.venv/bin/pocus bench latency "${bundles[@]}" --threads 1 --warmup 10 --runs 100 \
+  --json benchmarks/kd/latency.json --md benchmarks/kd/latency.md
+.venv/bin/python benchmarks/kd/report_kd.py --latency benchmarks/kd/latency.json
