@@ -36,7 +36,8 @@ def main() -> None:
     parser.add_argument("--latency", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    head = "| architecture | task | decoder | GFLOP | params (M) |" + (" fp32 eager 1 thread (ms) |" if args.latency else "")
+    head = "| architecture | task | decoder | GFLOP | params (M) |"
+    head += " fp32 eager 1 thread (ms) |" if args.latency else ""
     print(head)
     print("|---" * (head.count("|") - 1) + "|")
     for arch, spec in ARCHITECTURES.items():
