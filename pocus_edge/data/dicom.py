@@ -263,9 +263,9 @@ def _geometry(ds: Any, stored: tuple[int, int], what: str
         region = max(tissue, key=_region_area)
         bounds = _region_bounds(region, stored, what)
         units = (region.get("PhysicalUnitsYDirection"), region.get("PhysicalUnitsXDirection"))
-        deltas = (_first(region.get("PhysicalDeltaY")), _first(region.get("PhysicalDeltaX")))
-        if units == (UNITS_CM, UNITS_CM) and _positive(deltas):
-            return bounds, (abs(deltas[0]) * 10.0, abs(deltas[1]) * 10.0), "ultrasound_region"
+        dy, dx = _first(region.get("PhysicalDeltaY")), _first(region.get("PhysicalDeltaX"))
+        if units == (UNITS_CM, UNITS_CM) and dy is not None and dx is not None and _positive((dy, dx)):
+            return bounds, (abs(dy) * 10.0, abs(dx) * 10.0), "ultrasound_region"
         return bounds, None, "none"
     for keyword, source in (("PixelSpacing", "pixel_spacing"), ("ImagerPixelSpacing", "imager_pixel_spacing")):
         value = ds.get(keyword)
