@@ -151,16 +151,8 @@ def test_spacing_spellings(value, expected):
     assert parse_spacing(value) == expected
 
 
-@pytest.mark.parametrize("value", [0, -0.2, float("nan"), float("inf"), "abc", "0.1,0.2,0.3", "", (0.2, 0), []])
-def test_bad_spacing_is_a_config_error_naming_the_argument(value):
-    with pytest.raises(ConfigError, match=r"--pixel-spacing .*one positive number or ROW,COL"):
-        parse_spacing(value, "--pixel-spacing")
-
-
-def test_measurement_names():
+def test_measurement_names():  # refusals: tests/adversarial/test_measure_inputs.py
     assert parse_measurements("ellipse, AREA") == ["area", "ellipse"] and parse_measurements("none") == []
-    with pytest.raises(ConfigError, match="unknown measurement.*volume.*choose from area, ellipse"):
-        parse_measurements("area,volume")
 
 
 def test_export_table_offers_every_canonical_combination():

@@ -261,7 +261,7 @@ def fit_ellipse(region: np.ndarray, spacing: Spacing | None) -> dict[str, Any]:
     method = "direct_least_squares_boundary"
     conic = fit_conic_direct(x * scale[1], y * scale[0])
     note = implausible(None if conic is None else ellipse_geometry(conic), region, scale, touches)
-    if note is not None:
+    if note is not None or conic is None:
         method, conic = "region_moments", conic_from_moments(region, scale)
     mm = ellipse_geometry(conic)
     px = ellipse_geometry(_to_pixels(conic, scale))
@@ -283,6 +283,9 @@ def measure_mask(mask: np.ndarray, spacing: Any = None,
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"measure_mask: expected a 2-D mask, got shape {mask.shape}")
+    if mask.dtype.kind not in "biuf" or (mask.dtype.kind == "f" and not np.isfinite(mask).all()):
+        raise ValueError(f"measure_mask: expected a boolean, integer or finite float mask, got {mask.dtype} "
+                         "(NaN/inf would count as structure)")
     on = mask != 0
     count = int(on.sum())
     result: dict[str, Any] = {"status": "ok" if count else "no_structure",
