@@ -42,14 +42,13 @@ def parse_spacing(value: Any, name: str = "pixel_spacing_mm") -> Spacing | None:
     """None, a number, (row, col) or text "MM" / "ROW,COL" -> (row_mm, col_mm) or None; ConfigError otherwise."""
     if value is None:
         return None
-    if isinstance(value, str):
-        parts: Sequence[Any] = [p.strip() for p in value.split(",")]
-    elif isinstance(value, (int, float, np.number)):
-        parts = [value]
-    else:
-        parts = list(value)
     try:
-        numbers = [float(p) for p in parts]
+        if isinstance(value, str):
+            parts: Sequence[Any] = [p.strip() for p in value.split(",")]
+        else:
+            parts = [value] if isinstance(value, (int, float, np.number)) else list(value)
+        numbers = [float(p) for p in parts if not isinstance(p, (bool, np.bool_))] if parts else []
+        numbers = numbers if len(numbers) == len(parts) else []
     except (TypeError, ValueError):
         numbers = []
     if len(numbers) not in (1, 2) or not all(math.isfinite(n) and n > 0 for n in numbers):

@@ -15,10 +15,11 @@ from pocus_edge.runtime.measure import measure_mask, parse_measurements, parse_s
 from .test_cli_usage import assert_one_error_line, run_pocus
 
 BAD_SPACING = [0, -0.2, float("nan"), float("inf"), "abc", "0.1,0.2,0.3", "", "0.2mm", (0.2, 0), [], "1e400",
-               ("0.2", None)]
+               ("0.2", None), True, (True, 0.2), object(), {"row": 0.2}]
 
 
-@pytest.mark.parametrize("value", BAD_SPACING, ids=[repr(v) for v in BAD_SPACING])
+@pytest.mark.parametrize("value", BAD_SPACING,
+                         ids=[repr(v) if type(v) is not object else "object()" for v in BAD_SPACING])
 def test_bad_spacing_is_refused_naming_the_argument(value):
     with pytest.raises(ConfigError, match=r"^--pixel-spacing .*: give the pixel spacing in mm as one positive "
                                           r"number or ROW,COL"):
