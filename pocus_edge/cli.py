@@ -121,7 +121,8 @@ def export_cmd(
     image_size: int | None = typer.Option(None, help="Input size, multiple of 32 [checkpoint's, or 256]."),
     calib_data: Path | None = typer.Option(None, help=_targets.option_help("calib_data")),
     parity_data: Path | None = typer.Option(None, help="Frames for the parity check (default: int8, the "
-                                            "held-out part of --calib-data; else synthetic phantoms)."),
+                                            "held-out part of --calib-data, an error if it is empty; else "
+                                            "synthetic phantoms). `phantoms`: synthetic phantoms by choice."),
     batch: str = typer.Option("1", help=_targets.option_help("dynamic_batch"), show_default=False),
     raw_input: bool = typer.Option(False, "--raw-input", help="Model takes 1-channel pixels 0..255 (pre-processing "
                                    "folded into the first convolution)."),
@@ -139,6 +140,12 @@ def export_cmd(
     compute_precision: str | None = typer.Option(None, help=_targets.option_help("compute_precision")),
     palettize: int | None = typer.Option(None, help=_targets.option_help("palettize")),
     build_engine: bool = typer.Option(False, "--build-engine", help=_targets.option_help("build_engine")),
+    mixed_precision: bool | None = typer.Option(None, "--mixed-precision/--no-mixed-precision",
+                                                help=_targets.option_help("mixed_precision")),
+    accuracy_target: float | None = typer.Option(None, help=_targets.option_help("accuracy_target")),
+    max_float_layers: int | None = typer.Option(None, help=_targets.option_help("max_float_layers")),
+    float_layers: str | None = typer.Option(None, help=_targets.option_help("float_layers")),
+    explain: bool = typer.Option(False, "--explain", help=_targets.option_help("explain")),
     sign: Path | None = typer.Option(None, "--sign", help="Ed25519 private key PEM (pocus keygen): also write "
                                      "bundle.sig over the bundle digest (needs the sign extra)."),
     quiet: bool = typer.Option(False, "--quiet"),
@@ -163,7 +170,9 @@ def export_cmd(
     if batch not in ("1", "dynamic"):
         raise PocusError(f"--batch {batch!r}: use 1 or dynamic")
     options = {"calibration_method": calib_method, "ort_format": ort_format, "nhwc": nhwc, "io": io,
-               "compute_precision": compute_precision, "palettize": palettize, "build_engine": build_engine}
+               "compute_precision": compute_precision, "palettize": palettize, "build_engine": build_engine,
+               "mixed_precision": mixed_precision, "accuracy_target": accuracy_target,
+               "max_float_layers": max_float_layers, "float_layers": float_layers, "explain": explain}
     manifest = export(model, target, precision, out, image_size=image_size, calib_data=calib_data,
                       parity_data=parity_data, dynamic_batch=batch == "dynamic", raw_input=raw_input,
                       parity=not no_parity, num_calib=num_calib, num_parity=num_parity,

@@ -219,7 +219,7 @@ def test_tflite_nhwc_and_coreml_palettize(bundle_factory):
 
 
 def test_histogram_calibration_and_coreml_compute_precision(bundle_factory, tmp_path, capsys):
-    """--calib-method entropy is honoured (and capped, since ORT keeps every activation); --compute-precision fp32
+    """--calib-method entropy is honoured (streamed over every calibration frame); --compute-precision fp32
     gives a Core ML program without float16 tensors, while the default fp16 has them; a bad value is refused."""
     import coremltools as ct
 
@@ -228,7 +228,7 @@ def test_histogram_calibration_and_coreml_compute_precision(bundle_factory, tmp_
     entropy = verify_bundle(bundle_factory("onnx", "int8", model="classifier-resnet50", calibration_method="entropy",
                                            parity_thresholds={"prob_abs_diff_max": 0.5}))
     options = entropy["target_options"]
-    assert options["calibration_method"] == "entropy" and 0 < options["calibration_images"] <= 24
+    assert options["calibration_method"] == "entropy" and options["calibration_images"] > 24  # no cap: streamed
     assert entropy["parity"]["status"] == "passed"
     assert "histogram" not in capsys.readouterr().out  # ORT's calibrator chatter stays off stdout (--json)
 

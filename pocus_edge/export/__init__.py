@@ -9,7 +9,7 @@ from typing import Any
 
 from .targets import ALIASES, PRECISIONS, TARGETS
 
-__all__ = ["export", "TARGETS", "ALIASES", "PRECISIONS"]
+__all__ = ["export", "explain_int8", "TARGETS", "ALIASES", "PRECISIONS"]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,4 +17,8 @@ def __getattr__(name: str) -> Any:
         from .api import export
 
         return export
+    if name == "explain_int8":  # int8 with the per-layer sensitivity report (sensitivity.py)
+        from .sensitivity import explain_int8
+
+        return explain_int8
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

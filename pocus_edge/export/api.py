@@ -18,8 +18,8 @@ from ..errors import ConfigError
 from ..runtime.measure import parse_measurements
 from .base import ExportError, ExportRequest, version_of
 from .bundle import discard, hash_files, make_workdir, now_iso, publish, write_manifest
-from .data import calibration_and_parity
 from .parity import compare, judge, reference_outputs, thresholds_for
+from .quantize_calib import frames_for, write_frame_record
 from .source import BUILTINS, resolve_model
 from .targets import TARGETS, canonical_target, check_precision, resolve_options, target_module
 from .upsample_fold import fold_decoder_upsampling
@@ -97,9 +97,8 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
     measure = _measurements_for(spec.task, measurements)
     raw = raw_input or TARGETS[target].raw_input_only
     pre = preprocessing_for(spec, raw)
-    calibration, parity_set = calibration_and_parity(
-        Path(calib_data) if calib_data else None, Path(parity_data) if parity_data else None,
-        num_calib, num_parity)
+    calibration, parity_set = frames_for(TARGETS[target].calibrates(precision), Path(calib_data) if calib_data
+                                         else None, parity_data, num_calib, num_parity)
     if parity_thresholds:
         try:
             thresholds_for(spec.task, precision, parity_thresholds)
@@ -112,7 +111,8 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
         convertible, folded_blocks = fold_decoder_upsampling(convertible, spec.image_size)
     request = ExportRequest(model=convertible, spec=spec, precision=precision, image_size=spec.image_size,
                             raw_input=raw, dynamic_batch=dynamic_batch, calibration=calibration, preprocessing=pre,
-                            options=options)
+                            options=options, parity_images=parity_set,
+                            parity_thresholds=thresholds_for(spec.task, precision, parity_thresholds))
     workdir = make_workdir(out, overwrite)
     try:
         result = module.convert(request, workdir)
@@ -121,13 +121,15 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
         flops = count_flops(convertible, spec.image_size, channels=1 if raw else 3)
         manifest = _manifest(spec, target, precision, result, pre, flops, model)
         manifest["measurements"] = measure
+        if calibration is not None:  # the calibration and parity frame lists (sha256 per frame)
+            result.extra_files.append(write_frame_record(workdir, calibration, parity_set, result.target_options))
         manifest["files"] = hash_files(workdir, [result.model_file, *result.extra_files])
         write_manifest(workdir, manifest)
         report = _parity(net, spec, precision, workdir, parity_set, result, parity, parity_thresholds, pre)
         from ..io import atomic_write_json
 
         atomic_write_json(workdir / "parity.json", report)
-        manifest["parity"] = {k: report[k] for k in ("status", "reason", "metrics", "backend") if k in report}
+        manifest["parity"] = {k: report[k] for k in ("status", "reason", "metrics", "backend", "data") if k in report}
         manifest["files"]["parity.json"] = hash_files(workdir, ["parity.json"])["parity.json"]
         write_manifest(workdir, manifest)
         if report["status"] == "failed":

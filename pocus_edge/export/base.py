@@ -37,6 +37,8 @@ class ExportRequest:
     calibration: ImageSet | None
     preprocessing: dict[str, Any]
     options: dict[str, Any] = field(default_factory=dict)
+    parity_images: ImageSet | None = None  # held-out frames: int8 searches its float layers on them
+    parity_thresholds: dict[str, list] | None = None  # {metric: [direction, value]} the bundle must meet
 
     @property
     def output_meaning(self) -> str:

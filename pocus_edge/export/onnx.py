@@ -1,7 +1,8 @@
 """ONNX target: `model.onnx` through torch.onnx.export(dynamo=True), opset 18, slimmed and checked.
 
 Precisions: fp32; fp16 (onnxruntime's float16 converter, float32 I/O kept); int8 (static QDQ, per-channel
-int8 weights, uint8 activations, calibrated on real images: see quantize.py). Optional `.ort` file for
+int8 weights, uint8 activations, calibrated on real images, with automatic mixed precision and an optional
+per-layer sensitivity report: see quantize.py). Optional `.ort` file for
 ONNX Runtime Mobile (`--ort-format`). Runs everywhere ONNX Runtime does, so parity always runs here.
 """
 
@@ -46,14 +47,43 @@ def export_float_onnx(request: ExportRequest, path: Path) -> None:
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed for {request.spec.name}: {type(exc).__name__}: {exc}")
     model = onnx.load(str(path))
+    scopes = _module_scopes(model)
     try:
         import onnxslim
 
         model = onnxslim.slim(model)
     except ImportError:
         log.warning("onnxslim not installed; the ONNX graph is not simplified")
+    _set_module_scopes(model, scopes)
     onnx.save(model, str(path))
     onnx.checker.check_model(str(path), full_check=True)
+
+
+def _module_scopes(model) -> dict[str, str]:
+    """{node name: PyTorch module path} from the dynamo exporter's metadata (onnxslim drops it)."""
+    import ast
+
+    scopes = {}
+    for node in model.graph.node:
+        for prop in node.metadata_props:
+            if prop.key == "pkg.torch.onnx.name_scopes":
+                try:
+                    path = ast.literal_eval(prop.value)
+                except (ValueError, SyntaxError):
+                    continue
+                modules = [p for p in path[:-1] if p]  # the last entry is the op itself
+                if modules:
+                    scopes[node.name] = modules[-1]
+    return scopes
+
+
+def _set_module_scopes(model, scopes: dict[str, str]) -> None:
+    """Keep the module path as node metadata (`pocus.module`): the int8 report and float layers name it."""
+    from .quantize_graph import MODULE_KEY
+
+    for node in model.graph.node:
+        if node.name in scopes:
+            node.metadata_props.add(key=MODULE_KEY, value=scopes[node.name])
 
 
 def to_fp16(src: Path, dst: Path) -> None:
@@ -82,15 +112,16 @@ def convert(request: ExportRequest, workdir: Path) -> TargetResult:
     fp32 = final if request.precision == "fp32" else workdir / ".model-fp32.onnx"
     export_float_onnx(request, fp32)
     options: dict[str, Any] = {"opset": OPSET, "dynamic_batch": request.dynamic_batch}
+    extra: list[str] = []
     if request.precision == "fp16":
         to_fp16(fp32, final)
     elif request.precision == "int8":
         from .quantize import quantize_onnx_static
 
-        options.update(quantize_onnx_static(fp32, final, request, symmetric_activations=False))
+        quant_options, extra = quantize_onnx_static(fp32, final, request, symmetric_activations=False)
+        options.update(quant_options)
     if fp32 != final:
         fp32.unlink()
-    extra = []
     if request.options.get("ort_format"):
         extra.append(_to_ort_format(final, workdir))
     return TargetResult(

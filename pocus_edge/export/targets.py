@@ -20,7 +20,7 @@ from ..errors import ConfigError
 PRECISIONS = ("fp32", "fp16", "int8")
 FLOAT = ("fp32", "fp16")
 ONOFF = (False, True)
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "auto")
 
 
 @dataclass(frozen=True)
@@ -75,18 +75,40 @@ class Target:
         return "calib_data" in self.takes(precision)
 
 
-def _calibration(methods: tuple[str, ...] | None) -> dict[str, Option]:
-    """int8 calibration options; `methods` None where the quantiser's method is fixed (not a choice)."""
+def _calibration(methods: tuple[str, ...] | None, most: int = 300) -> dict[str, Option]:
+    """int8 calibration options; `methods` None where the quantiser's method is fixed (not a choice); `most`: the
+    default frame count (ONNX streams its calibration in chunks, so it takes more)."""
     options = {
         "calib_data": Option("--calib-data", "real ultrasound frames for the int8 ranges (~300)", None, None,
                              ("int8",), required=True, instead="to check parity on real frames pass them as "
                              "--parity-data DIR"),
-        "num_calib": Option("--num-calib", "calibration images used at most", None, 300, ("int8",)),
+        "num_calib": Option("--num-calib", "calibration images used at most", None, most, ("int8",)),
     }
     if methods:
         options["calibration_method"] = Option("--calib-method", "how activation ranges are chosen", methods,
                                                "minmax", ("int8",))
     return options
+
+
+NO_MIXED = ("mixed precision (float layers) is built for onnx and tensorrt int8; tflite int8 has no per-layer float "
+            "fallback here yet (litert-torch's PT2E path quantises the whole graph)")
+
+
+def _mixed_precision() -> dict[str, Option]:
+    """int8 accuracy options of the ONNX QDQ quantiser (quantize.py): sensitivity report, float-layer fallback."""
+    int8 = ("int8",)
+    return {
+        "mixed_precision": Option("--mixed-precision", "when full int8 misses --accuracy-target on held-out frames, "
+                                  "keep the most sensitive layers in float", ONOFF, True, int8, instead=NO_MIXED),
+        "accuracy_target": Option("--accuracy-target", "agreement with fp32 to reach (Dice, top-1 or cosine; "
+                                  "default the int8 parity threshold)", None, None, int8, instead=NO_MIXED),
+        "max_float_layers": Option("--max-float-layers", "layers mixed precision may keep in float (default 5 % of "
+                                   "them, at least 1)", None, None, int8, instead=NO_MIXED),
+        "float_layers": Option("--float-layers", "keep these layers (ONNX node names, comma-separated) in float "
+                               "instead of searching", None, None, int8, instead=NO_MIXED),
+        "explain": Option("--explain", "write the per-layer sensitivity report (quant_report.json/.md/.png)",
+                          ONOFF, False, int8, instead=NO_MIXED),
+    }
 
 
 def _fold(needs: tuple[Any, str, Any, str] | None = None) -> Option:
@@ -106,7 +128,7 @@ TARGETS: dict[str, Target] = {
         "onnx", ("ort",), "model.onnx", parity_backend="onnxruntime", options={
             "dynamic_batch": BATCH, "fold_upsampling": _fold(), "measurements": MEASURE,
             "ort_format": Option("--ort-format", "also write model.ort for ONNX Runtime Mobile"),
-            **_calibration(CALIBRATION_METHODS)}),
+            **_calibration(CALIBRATION_METHODS, 500), **_mixed_precision()}),
     "tflite": Target(
         "tflite", ("litert",), "model.tflite", parity_backend="tflite", options={
             "fold_upsampling": _fold(needs=(True, "io", "float", "tflite int8 with int8 I/O (PT2E) cannot convert "
@@ -127,7 +149,7 @@ TARGETS: dict[str, Target] = {
         parity_note="the kit's ONNX on CPU; the engine is checked on the device", options={
             "dynamic_batch": BATCH, "fold_upsampling": _fold(), "measurements": MEASURE,
             "build_engine": Option("--build-engine", "build model.engine now (needs tensorrt and an NVIDIA GPU)"),
-            **_calibration(CALIBRATION_METHODS)}),
+            **_calibration(CALIBRATION_METHODS, 500), **_mixed_precision()}),
 }
 ALIASES = {alias: t.name for t in TARGETS.values() for alias in t.aliases}
 OPTIONS: dict[str, Option] = {k: o for t in TARGETS.values() for k, o in t.options.items()}  # flag and meaning

@@ -39,12 +39,17 @@ def preflight(options: dict[str, Any]) -> None:
                               "them, export the kit and run build_engine.sh on the target device")
 
 
-def build_script(request: ExportRequest, shape: list[Any]) -> str:
-    """A trtexec command line for the target device (optimization profile when the batch is dynamic)."""
+def build_script(request: ExportRequest, shape: list[Any], float_layers: list[str] = ()) -> str:
+    """A trtexec command line for the target device (optimization profile when the batch is dynamic). Layers kept
+    in float by int8 mixed precision carry no Q/DQ, and are pinned to fp32 (TensorRT names layers after the ONNX
+    nodes; build_engine.py does not pin them: there they run in fp16)."""
     _, c, h, w = shape
     profile = ""
+    if float_layers:
+        pinned = ",".join(f"{name}:fp32" for name in float_layers)
+        profile += f" \\\n  --precisionConstraints=prefer --layerPrecisions={pinned}"
     if isinstance(shape[0], str):
-        profile = (f" \\\n  --minShapes=image:1x{c}x{h}x{w} --optShapes=image:4x{c}x{h}x{w}"
+        profile += (f" \\\n  --minShapes=image:1x{c}x{h}x{w} --optShapes=image:4x{c}x{h}x{w}"
                    f" --maxShapes=image:${{MAX_BATCH:-8}}x{c}x{h}x{w}")
     return f"""#!/usr/bin/env bash
 # Build the TensorRT engine for THIS GPU and TensorRT version (engines are not portable).
@@ -72,16 +77,18 @@ def convert(request: ExportRequest, workdir: Path) -> TargetResult:
 
         float_path = workdir / ".model-fp32.onnx"
         export_float_onnx(request, float_path)
-        options.update(quantize_onnx_static(float_path, onnx_path, request, symmetric_activations=True))
+        quant_options, extra = quantize_onnx_static(float_path, onnx_path, request, symmetric_activations=True)
+        options.update(quant_options)
         float_path.unlink()
     else:
         export_float_onnx(request, onnx_path)
+        extra = []
     shape = input_shape(request)
     script = workdir / "build_engine.sh"
-    script.write_text(build_script(request, shape))
+    script.write_text(build_script(request, shape, options.get("float_layers", [])))
     script.chmod(0o755)
     shutil.copyfile(Path(__file__).parents[1] / "runtime" / "backends" / "trt_build.py", workdir / "build_engine.py")
-    extra = ["build_engine.sh", "build_engine.py"]
+    extra += ["build_engine.sh", "build_engine.py"]
     if request.options.get("build_engine"):
         extra.append(_build_now(workdir, request, shape))
         options["engine"] = {"tensorrt": version_of("tensorrt")}

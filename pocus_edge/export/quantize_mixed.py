@@ -1,0 +1,137 @@
+"""Choosing the int8 model: calibration method (auto), forced or automatic float layers, and what it cost.
+
+Automatic mixed precision (NNCF/TensorRT style: the accuracy target is the input, the float layers the output):
+full int8 is scored against the fp32 graph on the held-out parity frames; if it misses the target, layers are
+ranked by how much keeping each one alone in float recovers (output SQNR on up to 8 frames), and kept in float
+greedily in that order until the target is met or the limit is reached. The mixed model and full int8 are timed
+(median of a few runs, same thread count) and both recorded.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .base import ExportError
+
+LIMIT_FRACTION = 0.05  # --max-float-layers default: 5 % of the layers (at least 1)
+TIMED_RUNS = 5
+THREADS = 1
+
+
+def default_limit(n_layers: int) -> int:
+    return max(1, math.ceil(LIMIT_FRACTION * n_layers))
+
+
+def pick_method(job) -> tuple[str, dict[str, Any]]:
+    """`auto`: the calibration method whose full int8 model agrees best with fp32 on the held-out frames."""
+    scores = {m: job.score(job.full(m)) for m in job.caches}
+    best = max(scores, key=lambda m: (scores[m][job.primary], scores[m]["output_sqnr_db"]))
+    return best, {m: {job.primary: s[job.primary], "output_sqnr_db": s["output_sqnr_db"]} for m, s in scores.items()}
+
+
+def check_names(job, names: list[str]) -> None:
+    unknown = [n for n in names if n not in job.layers]
+    if unknown:
+        rule = [n for n in unknown if n in job.rule_float]
+        why = f" ({', '.join(rule)} stays in float anyway)" if rule else ""
+        raise ConfigError(
+            f"--float-layers {', '.join(unknown)}: not a quantisable layer of this model's ONNX graph{why}. It has "
+            f"{len(job.layers)} layers named like {', '.join(job.layers[:3])}; list them all, ranked by "
+            "sensitivity, with --explain (quant_report.md in the bundle) or pocus_edge.export.explain_int8(...)")
+
+
+def choose(job, method: str, settings: dict[str, Any], workdir: Path) -> tuple[Any, dict[str, Any], list[str]]:
+    """(the int8 ModelProto to ship, target_options, extra bundle files)."""
+    options: dict[str, Any] = {}
+    if method == "auto":
+        method, options["calibration_auto"] = pick_method(job)
+    options["calibration_method"] = method
+    report = None
+    if settings["explain"]:
+        from .sensitivity import layer_sensitivity
+
+        report = layer_sensitivity(job, method)
+    floats: list[str] = []
+    if settings["forced"]:
+        check_names(job, settings["forced"])
+        floats = list(dict.fromkeys(settings["forced"]))
+        options["mixed_precision"] = {"mode": "forced with --float-layers"}
+    elif settings["mixed"] and job.eval_frames:
+        floats, options["mixed_precision"] = _search(job, method, settings, report)
+    else:
+        options["mixed_precision"] = {"mode": "off" if not settings["mixed"] else "off: no held-out frames"}
+    model = job.mixed(method, floats)
+    if floats:
+        options["mixed_precision"]["latency_ms"] = _latency(job, method, model)
+        options["mixed_precision"]["mixed"] = _summary(job, job.score(model))
+    options["float_layers"] = job.rule_float + floats
+    options["float_layer_modules"] = {n: job.modules[n] for n in options["float_layers"] if n in job.modules}
+    extra: list[str] = []
+    if report is not None:
+        from .sensitivity import write_report
+
+        report["chosen_float_layers"] = floats
+        extra = write_report(workdir, report)
+    return model, options, extra
+
+
+def _summary(job, metrics: dict[str, float]) -> dict[str, float]:
+    return {job.primary: round(metrics[job.primary], 6), "output_sqnr_db": metrics["output_sqnr_db"]}
+
+
+def _search(job, method: str, settings: dict[str, Any], report) -> tuple[list[str], dict[str, Any]]:
+    """Greedy float fallback; raises ExportError when the target cannot be met within the limit."""
+    target = job.thresholds[job.primary][1]
+    full = job.score(job.full(method))
+    record: dict[str, Any] = {"mode": "automatic", "accuracy_target": {job.primary: target},
+                              "frames": len(job.eval_frames), "full_int8": _summary(job, full)}
+    if job.passes(full):
+        record["result"] = "full int8 met the target"
+        return [], record
+    limit = settings["limit"] if settings["limit"] is not None else default_limit(len(job.layers))
+    record["max_float_layers"] = limit
+    order = [r["layer"] for r in report["layers"]] if report else rank_float_alone(job, method)
+    floats: list[str] = []
+    steps = []
+    best = (full[job.primary], [])
+    for layer in order[:limit]:
+        floats.append(layer)
+        metrics = job.score(job.mixed(method, floats))
+        steps.append({"float_layers": list(floats), **_summary(job, metrics)})
+        if metrics[job.primary] > best[0]:
+            best = (metrics[job.primary], list(floats))
+        if job.passes(metrics):
+            record.update(result="target met", steps=steps)
+            return floats, record
+    failing = "; ".join(f"{k} {v[0]} {v[1]}" for k, v in job.thresholds.items())
+    raise ExportError(
+        f"int8 misses the accuracy target ({failing}) on {len(job.eval_frames)} held-out frames: full int8 "
+        f"{job.primary} {full[job.primary]:.4g}; best {best[0]:.4g} with {len(best[1])} layer(s) in float "
+        f"({', '.join(best[1]) or 'none'}); tried in order: {', '.join(floats) or 'none'} (--max-float-layers "
+        f"{limit} of {len(job.layers)}). Nothing was written. Allow more with --max-float-layers N, lower "
+        "--accuracy-target, check the calibration frames (--calib-method auto), or export fp16")
+
+
+def rank_float_alone(job, method: str) -> list[str]:
+    """Layers by the output SQNR reached when each alone stays in float (most helpful first)."""
+    from .quantize import EXPLAIN_FRAMES
+
+    gains = {layer: job.score(job.mixed(method, [layer]), EXPLAIN_FRAMES)["output_sqnr_db"] for layer in job.layers}
+    return sorted(job.layers, key=lambda n: -gains[n])
+
+
+def _latency(job, method: str, mixed) -> dict[str, Any]:
+    import onnx
+
+    from .quantize_graph import latency_ms
+
+    frame = job.eval_frames[0]
+    result: dict[str, Any] = {"threads": THREADS, "runs": TIMED_RUNS, "statistic": "median"}
+    for name, model in (("full_int8", job.full(method)), ("mixed", mixed)):
+        path = job.scratch / f"timed-{name}.onnx"
+        onnx.save(model, str(path))
+        result[name] = latency_ms(path, frame, TIMED_RUNS, THREADS)
+    return result
