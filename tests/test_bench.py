@@ -40,7 +40,9 @@ def test_latency_cli_on_a_bundle(bundle_factory, tmp_path):
     for r in rows:
         assert r["latency_ms"]["p50"] > 0 and r["runs"] == 5 and r["device"]["label"] == "host"
         assert r["cold_start_ms"] > 0 and r["peak_rss_mb"] > 0 and r["gflops_per_s"] > 0
-    assert "| encoder-resnet50-embedding |" in out_md.read_text() or "encoder-resnet50" in out_md.read_text()
+    table = out_md.read_text()
+    assert "| encoder-resnet50 | onnx | fp32 | onnxruntime | 1 |" in table, table
+    assert "| encoder-resnet50 | tflite | fp32 |" in table, table
     profiled = run_cli("bench", "latency", str(bundle), "--profile", "phone", "--runs", "3", "--warmup", "1",
                        "--no-cold-start", "--json", str(out_json))
     assert profiled.returncode == 0, profiled.stderr
@@ -105,8 +107,9 @@ def test_tiny_suite_end_to_end(tmp_path):
     assert any(b.startswith("onnxruntime (plain") for b in backends)
     for png in ("latency_by_precision.png", "size_vs_quality.png"):
         assert (tmp_path / "suite" / png).stat().st_size > 5_000
-    assert "| enc" in (tmp_path / "suite" / "report.md").read_text() or "encoder" in (
-        tmp_path / "suite" / "report.md").read_text()
+    report = (tmp_path / "suite" / "report.md").read_text()
+    assert "| encoder-resnet50 | onnx | fp32 | onnxruntime | 1 |" in report, report
+    assert "| encoder-resnet50 | tflite | fp32 |" in report, report
     stamp = (tmp_path / "suite" / "bundles" / "enc-onnx-fp32" / "manifest.json").stat().st_mtime
     parity_stamp = (tmp_path / "suite" / "parity.json").stat().st_mtime_ns
     again = run_cli("bench", "suite", str(path), "--only", "latency")

@@ -27,7 +27,8 @@ def test_duplicates_unreadable_and_masks_are_handled(tmp_path):
     (tmp_path / "a" / "notes.txt").write_text("ignored")
     corpus = scan_corpus([tmp_path / "a"])
     names = sorted(p.path.split("/")[-1] for p in corpus.frames)
-    assert names == ["copy_of_one.png", "three.bmp", "two.jpg"] or names == ["one.png", "three.bmp", "two.jpg"]
+    assert names == ["copy_of_one.png", "three.bmp", "two.jpg"]  # files are read in sorted order: the first copy wins
+    assert corpus.duplicates[0][0].endswith("/one.png") and corpus.duplicates[0][1].endswith("/copy_of_one.png")
     assert len(corpus.duplicates) == 1
     assert [s[0].split("/")[-1] for s in corpus.skipped] == ["broken.png"]
     corpus.write_skipped(tmp_path / "skipped.txt")
