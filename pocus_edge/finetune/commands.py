@@ -28,8 +28,13 @@ def finetune(
     task: str = typer.Argument(..., help="seg (U-Net) or cls (classifier)."),
     data: Path = typer.Option(..., "--data", help="Folder with images/, masks/, manifest.csv (or class folders)."),
     out: Path = typer.Option(..., "--out", help="Output folder: model.safetensors + model.json, metrics, splits."),
-    encoder: str = typer.Option("random", help="random, or a student.safetensors from pocus distill."),
-    architecture: str = typer.Option("resnet50", help="Encoder architecture (timm/smp name)."),
+    encoder: str = typer.Option("random", help="random, a student.safetensors from pocus distill, or a "
+                                "model.safetensors of the same task (e.g. from pocus kd) to start from."),
+    architecture: str | None = typer.Option(None, help="Encoder architecture, a timm name: resnet50, resnet18, "
+                                            "mobilenetv3_large_100, mobilenetv3_small_100, efficientnet_b0 [the "
+                                            "--encoder card's, else resnet50]."),
+    decoder_channels: str | None = typer.Option(None, help="seg: U-Net decoder widths, five, deepest first, or auto "
+                                                "[auto: 256,128,64,32,16 for ResNets, 48,32,24,16,8 for phone-class]."),
     backbone_weights: str | None = typer.Option(None, help="ViT-LoRA teacher (--architecture vit_base_patch16_dinov3"
                                                 ", a frozen DINOv3/DINOv2 ViT): its local weights file (.safetensors "
                                                 "or Meta's .pth), or random for smoke tests."),
@@ -55,7 +60,8 @@ def finetune(
         raise PocusError(f"task {task!r}: use seg or cls")
     _setup_logging(quiet)
     cfg = FinetuneConfig(task=TASK_NAMES[task], data=str(data), out=str(out), encoder=encoder,
-                         architecture=architecture, linear_probe=linear_probe, label_fraction=label_fraction,
+                         architecture=architecture, linear_probe=linear_probe,
+                         decoder_channels=_decoder_list(decoder_channels), label_fraction=label_fraction,
                          epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
                          threads=threads, max_steps_per_epoch=max_steps_per_epoch, backbone_weights=backbone_weights,
                          lora_rank=lora_rank, lora_alpha=lora_alpha)
@@ -68,6 +74,13 @@ def finetune(
                 **{f"test {k}": v for k, v in summary["test"].items() if isinstance(v, (int, float))},
                 "wall time (s)": summary["wall_time_s"]}
         _print_summary("finetune", flat, out)
+
+
+def _decoder_list(text: str | None) -> list[int] | None:
+    from ..models.registry import parse_decoder_channels
+
+    widths = parse_decoder_channels(text)
+    return list(widths) if widths else None
 
 
 def eval_cmd(
