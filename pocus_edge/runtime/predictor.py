@@ -27,7 +27,22 @@ class Predictor:
         self.task: str = manifest["task"]
         self.labels: list[str] = list(manifest["labels"])
         self.digest: str | None = None  # the verified bundle digest (bundle.sha256), set by load()
+        self._check_input()
         self._check_quantization()
+
+    def _check_input(self) -> None:
+        """The model file's input shape and dtype must be the manifest's, or pre-processing would feed it wrongly."""
+        if not hasattr(self.backend, "input_spec"):
+            return
+        shape, dtype = self.backend.input_spec()
+        declared = self.manifest["inputs"][0]
+        fixed = [d if isinstance(d, int) else None for d in declared["shape"]]
+        mismatched = [i for i, (a, b) in enumerate(zip(shape, fixed, strict=False)) if a != b and i > 0]
+        if dtype != declared["dtype"] or len(shape) != len(fixed) or mismatched:
+            raise BundleError(
+                f"{self.bundle_dir}: the model file takes {dtype} {shape}, but the manifest declares "
+                f"{declared['dtype']} {declared['shape']}; the manifest does not describe this model: re-export the "
+                "bundle")
 
     def _check_quantization(self) -> None:
         """An integer-I/O model's own scale/zero-point must match the manifest, or inputs would be silently wrong."""

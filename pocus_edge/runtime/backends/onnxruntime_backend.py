@@ -18,6 +18,10 @@ PROVIDER_NAMES = {
 }
 
 
+ONNX_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(uint8)": "uint8",
+               "tensor(int8)": "int8"}
+
+
 class OnnxRuntimeBackend:
     """An InferenceSession over the bundle's .onnx (or .ort) file with an explicit thread count."""
 
@@ -50,6 +54,12 @@ class OnnxRuntimeBackend:
         batch_dim = self.session.get_inputs()[0].shape[0]
         self.fixed_batch = batch_dim if isinstance(batch_dim, int) else None
         self.threads = threads
+
+    def input_spec(self) -> tuple[list[int | None], str]:
+        """The model's own input shape (None where dynamic) and numpy dtype name, to check against the manifest."""
+        spec = self.session.get_inputs()[0]
+        dtype = ONNX_DTYPES.get(spec.type, spec.type)
+        return [d if isinstance(d, int) else None for d in spec.shape], dtype
 
     def run(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x})[0]

@@ -43,6 +43,10 @@ class TfliteBackend:
         """The model's own input/output (scale, zero_point), for checking against the manifest."""
         return {"input": self.input["quantization"], "output": self.output["quantization"]}
 
+    def input_spec(self) -> tuple[list[int | None], str]:
+        """The model's own input shape and numpy dtype name, to check against the manifest."""
+        return [int(d) for d in self.input["shape"]], np.dtype(self.input["dtype"]).name
+
     def run(self, x: np.ndarray) -> np.ndarray:
         if x.dtype != self.input["dtype"]:
             raise ValueError(f"tflite input expects {self.input['dtype']}, got {x.dtype}")
