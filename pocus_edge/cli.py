@@ -146,6 +146,7 @@ def export_cmd(
     max_float_layers: int | None = typer.Option(None, help=_targets.option_help("max_float_layers")),
     float_layers: str | None = typer.Option(None, help=_targets.option_help("float_layers")),
     explain: bool = typer.Option(False, "--explain", help=_targets.option_help("explain")),
+    reference_frames: int | None = typer.Option(None, help=_targets.option_help("reference_frames")),
     sign: Path | None = typer.Option(None, "--sign", help="Ed25519 private key PEM (pocus keygen): also write "
                                      "bundle.sig over the bundle digest (needs the sign extra)."),
     quiet: bool = typer.Option(False, "--quiet"),
@@ -172,7 +173,8 @@ def export_cmd(
     options = {"calibration_method": calib_method, "ort_format": ort_format, "nhwc": nhwc, "io": io,
                "compute_precision": compute_precision, "palettize": palettize, "build_engine": build_engine,
                "mixed_precision": mixed_precision, "accuracy_target": accuracy_target,
-               "max_float_layers": max_float_layers, "float_layers": float_layers, "explain": explain}
+               "max_float_layers": max_float_layers, "float_layers": float_layers, "explain": explain,
+               "reference_frames": reference_frames}
     manifest = export(model, target, precision, out, image_size=image_size, calib_data=calib_data,
                       parity_data=parity_data, dynamic_batch=batch == "dynamic", raw_input=raw_input,
                       parity=not no_parity, num_calib=num_calib, num_parity=num_parity,
@@ -248,6 +250,33 @@ def info(
         print(json.dumps({**manifest, "bundle_seal": seal.to_json()}, indent=2))
     else:
         _print_bundle(bundle, manifest, seal)
+
+
+@app.command()
+def verify(
+    bundle: Path = typer.Argument(..., help="Bundle folder written by pocus-export."),
+    backend: str | None = typer.Option(None, help="onnxruntime | tflite | coreml | tensorrt [the bundle's own]."),
+    json_file: Path | None = typer.Option(None, "--json", help="Also write the report (every frame's differences, "
+                                          "the limits, run-to-run identity) to this JSON file."),
+    trusted_key: list[Path] = typer.Option(None, "--trusted-key", help="Ed25519 public key PEM; the bundle must be "
+                                           "signed by one of these (repeatable)."),
+) -> None:
+    """Self-test: run the bundle's reference vectors here and compare with the outputs recorded at export.
+
+    Exit 0 when every frame is within the bundle's tolerances; 1, with one line naming the frame and the difference,
+    when not; 2 when the bundle cannot be checked (tampered, no reference vectors, backend missing).
+    """
+    from .io import atomic_write_json, nan_to_null
+    from .runtime.predictor import load
+    from .runtime.selftest import run_selftest
+
+    report = run_selftest(load(bundle, backend=backend, trusted_keys=trusted_key or None))
+    if json_file is not None:
+        atomic_write_json(json_file, nan_to_null(report.to_json()))
+    typer.echo("\n".join(report.lines()))
+    if not report.passed:
+        typer.echo(report.failure_line(), err=True)
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -68,8 +68,8 @@ def keys(tmp_path_factory) -> dict[str, Path]:
 def test_export_writes_canonical_digest_last_and_load_reports_it(tmp_path, monkeypatch):
     bundle = tmp_path / "b"
     tiny_export(bundle, monkeypatch)
-    names = sorted(p.name for p in bundle.iterdir())
-    assert names == ["bundle.sha256", "manifest.json", "model.onnx", "parity.json"]
+    names = sorted(p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file())
+    assert {"bundle.sha256", "manifest.json", "model.onnx", "parity.json", "reference/vectors.json"} <= set(names)
     text = (bundle / DIGEST_NAME).read_text()
     expected = {n: hashlib.sha256((bundle / n).read_bytes()).hexdigest() for n in names if n != DIGEST_NAME}
     assert text == "".join(f"{expected[n]}  {n}\n" for n in sorted(expected))  # sha256sum format, sorted

@@ -1,7 +1,8 @@
 """`export(...)`: MODEL -> verified bundle for one target and precision. The CLI calls this.
 
 Steps: resolve the model -> pick calibration/parity images -> (fold raw input) -> target conversion in a
-hidden work folder -> manifest -> parity through the runtime -> publish atomically.
+hidden work folder -> manifest -> parity through the runtime -> reference vectors for the self-test -> publish
+atomically.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .base import ExportError, ExportRequest, version_of
 from .bundle import discard, hash_files, make_workdir, now_iso, publish, write_manifest
 from .parity import compare, judge, reference_outputs, thresholds_for
 from .quantize_calib import frames_for, write_frame_record
+from .reference import check_reference_frames, write_reference_vectors
 from .source import BUILTINS, resolve_model
 from .targets import TARGETS, canonical_target, check_precision, resolve_options, target_module
 from .upsample_fold import fold_decoder_upsampling
@@ -89,6 +91,7 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
     calib_data, num_calib = options.pop("calib_data", None), options.pop("num_calib", 0)
     dynamic_batch, fold_upsampling = options.pop("dynamic_batch", False), options.pop("fold_upsampling")
     measurements = options.pop("measurements")
+    reference_frames = check_reference_frames(options.pop("reference_frames"))
     module = target_module(target)
     module.check_available()
     if hasattr(module, "preflight"):
@@ -138,6 +141,10 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
                 f"{'; '.join(report['failures'])}. Nothing was written to {out}. Check calibration data, or relax "
                 "with --parity-threshold METRIC=VALUE if this loss is acceptable"
             )
+        vector_files, manifest["reference_vectors"] = write_reference_vectors(  # the self-test (reference.py)
+            workdir, manifest, parity_set, reference_frames, convertible, result.parity_skip_reason)
+        manifest["files"].update(vector_files)
+        write_manifest(workdir, manifest)
         publish(workdir, out, sign_key=sign_key)  # bundle.sha256 (+ bundle.sig) written last
     except BaseException:
         discard(workdir)

@@ -122,11 +122,15 @@ BATCH = Option("--batch", "batch size of the model input, fixed or dynamic", wor
 # every target: what the runtime measures on masks (runtime/measure.py); None = by task (area for segmentation)
 MEASURE = Option("--measurements", "what the runtime measures on segmentation masks, written to the manifest "
                  "(default: area for segmentation, none otherwise)", ("none", "area", "ellipse", "area,ellipse"), None)
+# every target: parity frames kept in the bundle for the self-test (export/reference.py checks 1..64)
+REFERENCE = Option("--reference-frames", "parity frames stored in the bundle with the exported model's outputs, "
+                   "for the self-test (pocus verify, load(verify=True), the Android app)", None, 4)
 
 TARGETS: dict[str, Target] = {
     "onnx": Target(
         "onnx", ("ort",), "model.onnx", parity_backend="onnxruntime", options={
             "dynamic_batch": BATCH, "fold_upsampling": _fold(), "measurements": MEASURE,
+            "reference_frames": REFERENCE,
             "ort_format": Option("--ort-format", "also write model.ort for ONNX Runtime Mobile"),
             **_calibration(CALIBRATION_METHODS, 500), **_mixed_precision()}),
     "tflite": Target(
@@ -134,12 +138,13 @@ TARGETS: dict[str, Target] = {
             "fold_upsampling": _fold(needs=(True, "io", "float", "tflite int8 with int8 I/O (PT2E) cannot convert "
                                             "the folded decoder")),
             "nhwc": Option("--nhwc", "channels-last input/output, as mobile apps feed"), "measurements": MEASURE,
+            "reference_frames": REFERENCE,
             "io": Option("--io", "tensor type of the graph input/output", ("int8", "float"), "int8", ("int8",)),
             **_calibration(None)}),
     "coreml": Target(
         "coreml", ("mlpackage", "mlmodel"), "model.mlpackage", parity_backend="coreml",
         parity_note="macOS only; on Linux recorded as skipped with the reason", raw_input_only=True, options={
-            "fold_upsampling": _fold(), "measurements": MEASURE,
+            "fold_upsampling": _fold(), "measurements": MEASURE, "reference_frames": REFERENCE,
             "compute_precision": Option("--compute-precision", "compute precision of the ML program", ("fp16", "fp32"),
                                         {"fp32": "fp32", "fp16": "fp16", "int8": "fp16"}),
             "palettize": Option("--palettize", "k-means palettise the weights to this many bits", (4, 6, 8), None,
@@ -148,6 +153,7 @@ TARGETS: dict[str, Target] = {
         "tensorrt", ("trt",), "model.onnx", parity_backend="onnxruntime",
         parity_note="the kit's ONNX on CPU; the engine is checked on the device", options={
             "dynamic_batch": BATCH, "fold_upsampling": _fold(), "measurements": MEASURE,
+            "reference_frames": REFERENCE,
             "build_engine": Option("--build-engine", "build model.engine now (needs tensorrt and an NVIDIA GPU)"),
             **_calibration(CALIBRATION_METHODS, 500), **_mixed_precision()}),
 }

@@ -27,6 +27,7 @@ class Predictor:
         self.task: str = manifest["task"]
         self.labels: list[str] = list(manifest["labels"])
         self.digest: str | None = None  # the verified bundle digest (bundle.sha256), set by load()
+        self.selftest: Any = None  # the passed SelfTestReport (selftest.py) when loaded with verify=True
         self._check_input()
         self._check_quantization()
 
@@ -117,10 +118,12 @@ class Predictor:
 
 
 def load(bundle_dir: str | Path, backend: str | None = None, threads: int | None = None,
-         providers: list[str] | None = None, trusted_keys: list[str | Path] | None = None,
+         providers: list[str] | None = None, trusted_keys: list[str | Path] | None = None, verify: bool = False,
          **options: Any) -> Predictor:
     """Verify a bundle (schema, bundle digest, sha256 of every file) and open it on a backend (default: the
     target's own). With `trusted_keys` (Ed25519 public key PEM files) an unsigned or wrongly signed bundle is refused.
+    `verify=True` also runs the bundle's reference vectors on this backend (the self-test, selftest.py) and raises
+    SelfTestError, naming the frame and the difference, when the model does not reproduce them.
     """
     manifest, seal = inspect_bundle(Path(bundle_dir), trusted_keys)
     if threads is not None and threads < 1:
@@ -128,4 +131,8 @@ def load(bundle_dir: str | Path, backend: str | None = None, threads: int | None
     engine = open_backend(backend, Path(bundle_dir), manifest, threads=threads, providers=providers, **options)
     predictor = Predictor(Path(bundle_dir), manifest, engine)
     predictor.digest = seal.digest
+    if verify:
+        from .selftest import require_selftest
+
+        predictor.selftest = require_selftest(predictor)
     return predictor

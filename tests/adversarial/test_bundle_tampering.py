@@ -158,7 +158,7 @@ CASES = [
     ("listing-reordered", _rewrite_listing(lambda t: "".join(reversed(t.splitlines(True)))), None, BundleError,
      r"bundle.sha256: not in canonical form"),
     ("listing-duplicate", _rewrite_listing(lambda t: t + t.splitlines(True)[0]), None, BundleError,
-     r"line 4 is not .*repeats a path"),
+     r"line [0-9]+ is not .*repeats a path"),
     ("resealed-edit-old-signature", _reseal_after_edit, ["A.pub"], BundleError,
      r"bundle.sig was made for another digest .*changed after it was signed"),
     ("resealed-and-signed-by-other-key", _resign_with("B"), ["A.pub"], BundleError,
