@@ -21,6 +21,7 @@ from .base import ExportError, ExportRequest, version_of
 from .bundle import discard, hash_files, make_workdir, now_iso, publish, write_manifest
 from .parity import compare, judge, reference_outputs, thresholds_for
 from .quantize_calib import frames_for, write_frame_record
+from .quantize_mixed import searches, split_held_out
 from .reference import check_reference_frames, write_reference_vectors
 from .source import BUILTINS, resolve_model
 from .targets import TARGETS, canonical_target, check_precision, resolve_options, target_module
@@ -102,6 +103,9 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
     pre = preprocessing_for(spec, raw)
     calibration, parity_set = frames_for(TARGETS[target].calibrates(precision), Path(calib_data) if calib_data
                                          else None, parity_data, num_calib, num_parity)
+    search_set = None
+    if TARGETS[target].calibrates(precision) and searches(options):  # choose on one part, judge on the other
+        search_set, parity_set = split_held_out(parity_set)
     if parity_thresholds:
         try:
             thresholds_for(spec.task, precision, parity_thresholds)
@@ -114,7 +118,7 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
         convertible, folded_blocks = fold_decoder_upsampling(convertible, spec.image_size)
     request = ExportRequest(model=convertible, spec=spec, precision=precision, image_size=spec.image_size,
                             raw_input=raw, dynamic_batch=dynamic_batch, calibration=calibration, preprocessing=pre,
-                            options=options, parity_images=parity_set,
+                            options=options, parity_images=search_set or parity_set,
                             parity_thresholds=thresholds_for(spec.task, precision, parity_thresholds))
     workdir = make_workdir(out, overwrite)
     try:
@@ -125,7 +129,8 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
         manifest = _manifest(spec, target, precision, result, pre, flops, model)
         manifest["measurements"] = measure
         if calibration is not None:  # the calibration and parity frame lists (sha256 per frame)
-            result.extra_files.append(write_frame_record(workdir, calibration, parity_set, result.target_options))
+            result.extra_files.append(write_frame_record(workdir, calibration, parity_set, result.target_options,
+                                                         search_set))
         manifest["files"] = hash_files(workdir, [result.model_file, *result.extra_files])
         write_manifest(workdir, manifest)
         report = _parity(net, spec, precision, workdir, parity_set, result, parity, parity_thresholds, pre)

@@ -187,8 +187,9 @@ def frames_for(calibrates: bool, calib_dir: Path | None, parity_data: str | Path
     return calibration, parity
 
 
-def write_frame_record(folder: Path, calibration, parity, options: dict[str, Any]) -> str:
-    """calibration_frames.json: the calibration and parity frame lists (sha256 per frame), count and method."""
+def write_frame_record(folder: Path, calibration, parity, options: dict[str, Any], search=None) -> str:
+    """calibration_frames.json: the calibration and parity frame lists (sha256 per frame), count and method, and
+    `search`, the held-out frames the mixed-precision search chose on (disjoint from parity), where one ran."""
     from ..io import atomic_write_json
 
     record = {"calibration": {"source": calibration.origin, "count": len(calibration.images),
@@ -197,5 +198,8 @@ def write_frame_record(folder: Path, calibration, parity, options: dict[str, Any
               "parity": {"source": parity.origin, "count": len(parity.images),
                          "frames": frame_list(parity.images, parity.names)},
               "sha256_of": "each decoded gray frame as the runtime reads it (dtype, shape, pixels)"}
+    if search is not None:
+        record["mixed_precision_search"] = {"source": search.origin, "count": len(search.images),
+                                            "frames": frame_list(search.images, search.names)}
     atomic_write_json(folder / "calibration_frames.json", record)
     return "calibration_frames.json"

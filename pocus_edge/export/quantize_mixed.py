@@ -5,20 +5,85 @@ full int8 is scored against the fp32 graph on the held-out parity frames; if it 
 ranked by how much keeping each one alone in float recovers (output SQNR on up to 8 frames), and kept in float
 greedily in that order until the target is met or the limit is reached. The mixed model and full int8 are timed
 (median of a few runs, same thread count) and both recorded.
+
+The choice is made on one part of the held-out frames and judged on the other (`split_held_out`): the search (and
+`--calib-method auto`) sees only the search part, the bundle's final parity check only the check part, so the
+reported agreement is not measured on the frames the float layers were picked on. calibration_frames.json lists
+both parts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 from .base import ExportError
+from .data import ImageSet
 
 LIMIT_FRACTION = 0.05  # --max-float-layers default: 5 % of the layers (at least 1)
 TIMED_RUNS = 5
 THREADS = 1
+MIN_SPLIT_FRAMES = 2  # frames each part of the held-out set needs at least (search, final check)
+
+
+def searches(options: dict[str, Any]) -> bool:
+    """Whether this int8 export chooses something on held-out frames (automatic float layers or `auto` method)."""
+    automatic = bool(options.get("mixed_precision")) and not options.get("float_layers")
+    return "mixed_precision" in options and (automatic or options.get("calibration_method") == "auto")
+
+
+def split_held_out(parity: ImageSet) -> tuple[ImageSet, ImageSet]:
+    """(search part, final-check part) of the held-out frames, disjoint and deterministic.
+
+    Frames are grouped by source file (the frames of one cine loop stay together) and by content (a frame copied
+    under two names stays on one side); groups are ordered by a sha256 of their frames' digests and the first
+    half of the frames goes to the search, the rest to the final check. Raises ConfigError when either part would
+    hold fewer than MIN_SPLIT_FRAMES frames.
+    """
+    from .quantize_calib import frame_digest
+
+    digests = [frame_digest(im) for im in parity.images]
+    group = list(range(len(digests)))  # union of "same file" and "same pixels"
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, (name, digest) in enumerate(zip(parity.names, digests, strict=True)):
+        for key in (f"file:{name.rsplit('#', 1)[0]}", f"sha:{digest}"):
+            if key in first:
+                group[root(i)] = root(first[key])
+            first.setdefault(key, i)
+    members: dict[int, list[int]] = {}
+    for i in range(len(digests)):
+        members.setdefault(root(i), []).append(i)
+    order = sorted(members.values(), key=lambda m: hashlib.sha256("".join(sorted(digests[i] for i in m)).encode())
+                   .hexdigest())
+    search: list[int] = []
+    for m in order:
+        if len(search) * 2 >= len(digests):
+            break
+        search += m
+    taken = set(search)
+    check = [i for i in range(len(digests)) if i not in taken]
+    if min(len(search), len(check)) < MIN_SPLIT_FRAMES:
+        raise ConfigError(
+            f"int8 mixed precision picks its float layers on one part of the held-out frames and checks parity on "
+            f"the other, each of at least {MIN_SPLIT_FRAMES} frames; {parity.origin} gives {len(digests)} frame(s) "
+            f"in {len(order)} file/content group(s), split {len(search)}/{len(check)}. Pass --parity-data DIR with "
+            "more real frames (or a larger --num-parity), or skip the search with --no-mixed-precision or "
+            "--float-layers NAME,...")
+
+    def part(indices: list[int], origin: str) -> ImageSet:
+        return ImageSet([parity.images[i] for i in indices], [parity.names[i] for i in indices], origin)
+
+    return part(search, f"{parity.origin} (mixed-precision search part)"), part(check, parity.origin)
 
 
 def default_limit(n_layers: int) -> int:
