@@ -32,7 +32,7 @@ dependencies {
 // ./gradlew :app:copyBundle -PpocusBundle=/path/to/bundle  (a tflite bundle from pocus-export)
 tasks.register<Copy>("copyBundle") {
     val bundle = providers.gradleProperty("pocusBundle")
-    from(bundle.map { file(it) }) { include("manifest.json", "model.tflite", "parity.json") }
+    from(bundle.map { file(it) }) { include("manifest.json", "model.tflite", "parity.json", "reference/**") }
     from(rootDir.resolve("../pocus_edge/runtime/manifest.schema.json"))
     into(layout.projectDirectory.dir("src/main/assets/bundle"))
 }

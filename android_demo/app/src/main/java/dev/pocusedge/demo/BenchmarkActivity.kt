@@ -25,6 +25,11 @@ class BenchmarkActivity : AppCompatActivity() {
         val runs = 100
         view.text = "benchmarking ($delegate, $threads threads)…"
         thread {
+            val check = BundleModel(this, delegate, threads).use { it.selfTest }  // once, outside the timed cold start
+            if (!check.passed()) {
+                runOnUiThread { view.text = check.summary() }
+                return@thread
+            }
             val t0 = SystemClock.elapsedRealtimeNanos()
             val model = BundleModel(this, delegate, threads)
             val bitmap = assets.open("sample.png").use { BitmapFactory.decodeStream(it) }

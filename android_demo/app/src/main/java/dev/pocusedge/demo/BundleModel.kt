@@ -6,6 +6,7 @@ import dev.pocusedge.core.Json
 import dev.pocusedge.core.Manifest
 import dev.pocusedge.core.Postprocess
 import dev.pocusedge.core.Preprocess
+import dev.pocusedge.core.SelfTest
 import java.io.FileInputStream
 import java.nio.ByteBuffer
 import java.nio.ByteOrder
@@ -17,9 +18,14 @@ import org.tensorflow.lite.gpu.GpuDelegate
 /** Where inference runs: XNNPACK on the CPU (with a thread count), the GPU delegate, or NNAPI. */
 enum class Delegate { CPU, GPU, NNAPI }
 
-/** The bundle in assets/bundle (manifest.json + model.tflite), run with the core's pre/post-processing only. */
+/**
+ * The bundle in assets/bundle (manifest.json + model.tflite + reference/), run with the core's pre/post-processing
+ * only. At first load per delegate and thread count the bundle's self-test runs (SelfTest in the core: the reference
+ * vectors through this interpreter); [run] refuses to infer unless it passed.
+ */
 class BundleModel(context: Context, val delegate: Delegate, val threads: Int) : AutoCloseable {
     val manifest: Manifest
+    val selfTest: SelfTest.Report
     private val interpreter: Interpreter
     private var gpu: GpuDelegate? = null
 
@@ -36,6 +42,11 @@ class BundleModel(context: Context, val delegate: Delegate, val threads: Int) : 
             Delegate.NNAPI -> options.setUseNNAPI(true)
         }
         interpreter = Interpreter(mapModel(context), options)
+        selfTest = synchronized(verified) {
+            verified.getOrPut("$delegate/$threads") {
+                SelfTest.check({ path -> assets.open("bundle/$path").use { it.readBytes() } }, { input -> infer(input) })
+            }
+        }
     }
 
     private fun mapModel(context: Context): MappedByteBuffer {
@@ -65,8 +76,13 @@ class BundleModel(context: Context, val delegate: Delegate, val threads: Int) : 
         }
     }
 
-    /** The bare interpreter call (what the benchmark times). */
+    /** The bare interpreter call (what the benchmark times); throws IllegalStateException when the self-test failed. */
     fun run(input: ByteBuffer): FloatArray {
+        selfTest.requirePassed()
+        return infer(input)
+    }
+
+    private fun infer(input: ByteBuffer): FloatArray {
         val out = interpreter.getOutputTensor(0)
         val buffer = ByteBuffer.allocateDirect(out.numBytes()).order(ByteOrder.nativeOrder())
         interpreter.run(input, buffer)
@@ -87,5 +103,10 @@ class BundleModel(context: Context, val delegate: Delegate, val threads: Int) : 
     override fun close() {
         interpreter.close()
         gpu?.close()
+    }
+
+    companion object {
+        /** Self-test results of this process, by delegate and thread count (the test runs once for each). */
+        private val verified = HashMap<String, SelfTest.Report>()
     }
 }

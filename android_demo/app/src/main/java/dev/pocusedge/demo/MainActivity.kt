@@ -48,6 +48,11 @@ class MainActivity : AppCompatActivity() {
 
     private fun show(bitmap: Bitmap) {
         BundleModel(this, delegate.selectedItem as Delegate, threads.text.toString().toIntOrNull() ?: 4).use { model ->
+            if (!model.selfTest.passed()) {  // a failed self-test blocks inference: show why, draw nothing
+                image.setImageBitmap(bitmap)
+                result.text = model.selfTest.summary()
+                return
+            }
             val gray = model.gray(bitmap)
             val start = SystemClock.elapsedRealtimeNanos()
             val output = model.run(model.input(gray))
@@ -75,7 +80,7 @@ class MainActivity : AppCompatActivity() {
                 }
             }
             val ms = (SystemClock.elapsedRealtimeNanos() - start) / 1e6
-            result.text = "${m.name} (${m.precision}, ${model.delegate}): ${"%.1f".format(ms)} ms\n$text"
+            result.text = "${m.name} (${m.precision}, ${model.delegate}): ${"%.1f".format(ms)} ms\n$text\n${model.selfTest.summary()}"
         }
     }
 
