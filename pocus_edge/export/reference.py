@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..io import atomic_write, atomic_write_json, sha256_file
 from ..runtime.preprocess import model_input
 from ..runtime.selftest import DTYPES, FOLDER, FORMAT, INDEX, tolerance_for
-from .base import version_of
+from .base import ExportError, version_of
 from .data import ImageSet
 from .targets import TARGETS
 
@@ -60,6 +60,9 @@ def write_reference_vectors(workdir: Path, manifest: dict[str, Any], frames: Ima
     outputs = _pytorch_outputs(model, inputs, manifest) if skip_reason else _runtime_outputs(workdir, inputs, engine)
     expected = np.concatenate(outputs)
     spec_out = manifest["outputs"][0]
+    if list(spec_out["shape"][1:]) != list(expected.shape[1:]):
+        raise ExportError(f"reference vectors: {engine} gave outputs of shape {list(expected.shape[1:])} per frame, "
+                          f"the manifest says {spec_out['shape'][1:]}; the exported model does not match its manifest")
     integer_output = str(expected.dtype) in ("int8", "uint8")
     loose = skip_reason is not None or manifest["target"] == "tensorrt"
     index = {

@@ -41,6 +41,7 @@ TOLERANCES: dict[str, tuple[float | None, float | None, int | None, float, float
 # the kit's ONNX, the engine is built on the device): no raw limit, looser probabilities and masks
 LOOSE: dict[str, tuple[float, float, float]] = {"fp32": (0.05, 0.95, 0.999), "fp16": (0.05, 0.95, 0.999),
                                                 "int8": (0.15, 0.85, 0.98)}
+LIMITS = ("raw_max_abs", "prob_max_abs", "dice_min", "cosine_min")
 NO_VECTORS = ("carries no reference vectors ({index}); it was exported before bundles carried them, so nothing "
               "can check that the model behaves on this machine as it did at export. Re-export it with pocus-export")
 
@@ -91,8 +92,7 @@ def read_vectors(bundle_dir: Path, manifest: dict[str, Any]) -> Vectors:
         index = json.loads(path.read_text())
         if index.get("format") != FORMAT:
             raise ValueError(f"format {index.get('format')!r}, expected {FORMAT!r}")
-        if len(index["outputs"]) != 1:
-            raise ValueError("one output is supported")
+        _check_index(index, manifest["task"])
         inputs = _read_array(bundle_dir, index["input"])
         expected = _read_array(bundle_dir, index["outputs"][0])
         if not len(index["frames"]) == len(inputs) == len(expected) >= 1:
@@ -103,6 +103,28 @@ def read_vectors(bundle_dir: Path, manifest: dict[str, Any]) -> Vectors:
         raise SelfTestError(f"{path}: input dtype {inputs.dtype} differs from the manifest's "
                             f"{manifest['inputs'][0]['dtype']}; re-export the bundle")
     return Vectors(index, inputs, expected)
+
+
+def _check_index(index: dict[str, Any], task: str) -> None:
+    """The fields the comparison reads, and limits that judge something: a missing limit must not pass silently."""
+    for key, kind in (("frames", list), ("input", dict), ("outputs", list), ("expected_from", dict),
+                      ("tolerance", dict)):
+        if not isinstance(index.get(key), kind):
+            raise ValueError(f"field {key!r} missing or not a JSON {'array' if kind is list else 'object'}")
+    if len(index["outputs"]) != 1 or not isinstance(index["outputs"][0], dict):
+        raise ValueError("one output is supported")
+    named = [*index["frames"], index["outputs"][0]]
+    if not all(isinstance(f, dict) and isinstance(f.get("name"), str) for f in named):
+        raise ValueError("every frame and the output need a name")
+    tolerance = index["tolerance"]
+    for key in LIMITS:
+        limit = tolerance.get(key, "absent")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int | float)
+                                  or not np.isfinite(limit)):
+            raise ValueError(f"tolerance {key} is {limit!r}, not a number or null")
+    needed = "cosine_min" if task == "embedding" else "prob_max_abs"
+    if tolerance[needed] is None:
+        raise ValueError(f"tolerance {needed} is null: nothing would judge a {task} model's outputs")
 
 
 def _read_array(bundle_dir: Path, spec: dict[str, Any]) -> np.ndarray:
@@ -206,7 +228,7 @@ class SelfTestReport:
         return all(f.deterministic for f in self.frames)
 
     def worst(self) -> dict[str, dict[str, Any]]:
-        names = [k for k in ("raw_max_abs", "prob_max_abs", "dice_min", "cosine_min") if k in self.frames[0].metrics]
+        names = [k for k in LIMITS if k in self.frames[0].metrics]
         rows = {}
         for name in names:
             values = [f.metrics[name] for f in self.frames]
