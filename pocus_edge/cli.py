@@ -146,6 +146,9 @@ def export_cmd(
     max_float_layers: int | None = typer.Option(None, help=_targets.option_help("max_float_layers")),
     float_layers: str | None = typer.Option(None, help=_targets.option_help("float_layers")),
     explain: bool = typer.Option(False, "--explain", help=_targets.option_help("explain")),
+    intended_use: str | None = typer.Option(None, help=_targets.option_help("intended_use")),
+    record: Path | None = typer.Option(None, "--record", help=_targets.option_help("record")),
+    license_: str | None = typer.Option(None, "--license", help=_targets.option_help("license")),
     reference_frames: int | None = typer.Option(None, help=_targets.option_help("reference_frames")),
     sign: Path | None = typer.Option(None, "--sign", help="Ed25519 private key PEM (pocus keygen): also write "
                                      "bundle.sig over the bundle digest (needs the sign extra)."),
@@ -175,6 +178,7 @@ def export_cmd(
                "mixed_precision": mixed_precision, "accuracy_target": accuracy_target,
                "max_float_layers": max_float_layers, "float_layers": float_layers, "explain": explain,
                "reference_frames": reference_frames}
+    options.update(intended_use=intended_use, record=record, license=license_)  # the model record (record.py)
     manifest = export(model, target, precision, out, image_size=image_size, calib_data=calib_data,
                       parity_data=parity_data, dynamic_batch=batch == "dynamic", raw_input=raw_input,
                       parity=not no_parity, num_calib=num_calib, num_parity=num_parity,
@@ -226,17 +230,24 @@ def _print_bundle(bundle: Path, manifest: dict, seal=None) -> None:
     rows.append(("checksums", "ok" if ok else "MISMATCH"))
     rows.append(("bundle digest", f"sha256:{seal.digest}"))
     rows.append(("signature", seal.describe()))
+    smoke = manifest.get("smoke_test_only")
+    rows.append(("smoke test only", "unknown (exported before the flag existed)" if smoke is None else
+                 "YES: descends from random weights" if smoke else "no"))
     table = Table(title="pocus-edge bundle", show_header=False)
     table.add_column()
     table.add_column(overflow="fold")  # the digest is shown whole
     for key, value in rows:
         table.add_row(key, value)
     Console().print(table)
+    if smoke:
+        Console().print("[bold red]warning:[/bold red] smoke_test_only: this model descends from random weights; its "
+                        "outputs carry no meaning (see MODEL_CARD.md, pocus info --card)", highlight=False)
 
 
 @app.command()
 def info(
     bundle: Path = typer.Argument(..., help="Bundle folder written by pocus-export."),
+    card: bool = typer.Option(False, "--card", help="Print the bundle's MODEL_CARD.md (after verifying the bundle)."),
     json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON, plus bundle_seal (digest, "
                                   "signing key)."),
     trusted_key: list[Path] = typer.Option(None, "--trusted-key", help="Ed25519 public key PEM; the bundle must be "
@@ -246,6 +257,11 @@ def info(
     from .runtime.manifest import inspect_bundle
 
     manifest, seal = inspect_bundle(bundle, trusted_key or None)
+    if card:
+        from .export.record import read_card_text
+
+        print(read_card_text(bundle), end="")
+        return
     if json_out:
         print(json.dumps({**manifest, "bundle_seal": seal.to_json()}, indent=2))
     else:

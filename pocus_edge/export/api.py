@@ -21,6 +21,7 @@ from .base import ExportError, ExportRequest, version_of
 from .bundle import discard, hash_files, make_workdir, now_iso, publish, write_manifest
 from .parity import compare, judge, reference_outputs, thresholds_for
 from .quantize_calib import frames_for, write_frame_record
+from .record import pop_record_options, trace_lineage, write_record
 from .quantize_mixed import searches, split_held_out
 from .reference import check_reference_frames, write_reference_vectors
 from .source import BUILTINS, resolve_model
@@ -89,6 +90,7 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
     options = resolve_options(target, precision, {"calib_data": calib_data, "num_calib": num_calib,
                                                   "dynamic_batch": dynamic_batch, "fold_upsampling": fold_upsampling,
                                                   "measurements": _measurement_option(measurements), **target_options})
+    record_options = pop_record_options(options)  # --intended-use, --record, --license (record.py)
     calib_data, num_calib = options.pop("calib_data", None), options.pop("num_calib", 0)
     dynamic_batch, fold_upsampling = options.pop("dynamic_batch", False), options.pop("fold_upsampling")
     measurements = options.pop("measurements")
@@ -98,6 +100,7 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
     if hasattr(module, "preflight"):
         module.preflight(options)
     net, spec = resolve_model(model, image_size)
+    lineage = trace_lineage(model, spec.source)  # the cards back to the first ancestor, smoke_test_only
     measure = _measurements_for(spec.task, measurements)
     raw = raw_input or TARGETS[target].raw_input_only
     pre = preprocessing_for(spec, raw)
@@ -128,6 +131,7 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
         flops = count_flops(convertible, spec.image_size, channels=1 if raw else 3)
         manifest = _manifest(spec, target, precision, result, pre, flops, model)
         manifest["measurements"] = measure
+        manifest["smoke_test_only"] = lineage.smoke_test_only
         if calibration is not None:  # the calibration and parity frame lists (sha256 per frame)
             result.extra_files.append(write_frame_record(workdir, calibration, parity_set, result.target_options,
                                                          search_set))
@@ -139,6 +143,8 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
         atomic_write_json(workdir / "parity.json", report)
         manifest["parity"] = {k: report[k] for k in ("status", "reason", "metrics", "backend", "data") if k in report}
         manifest["files"]["parity.json"] = hash_files(workdir, ["parity.json"])["parity.json"]
+        manifest["files"].update(write_record(workdir, manifest, record_options, lineage, calibration, parity_set,
+                                              report))  # record.json + MODEL_CARD.md
         write_manifest(workdir, manifest)
         if report["status"] == "failed":
             raise ExportError(

@@ -122,6 +122,12 @@ BATCH = Option("--batch", "batch size of the model input, fixed or dynamic", wor
 # every target: what the runtime measures on masks (runtime/measure.py); None = by task (area for segmentation)
 MEASURE = Option("--measurements", "what the runtime measures on segmentation masks, written to the manifest "
                  "(default: area for segmentation, none otherwise)", ("none", "area", "ellipse", "area,ellipse"), None)
+# every target: what the model record (export/record.py: record.json + MODEL_CARD.md) states about the model
+RECORD = {"intended_use": Option("--intended-use", "the intended use written to the model record (else a placeholder "
+                                 "says none was given)", None, None),
+          "record": Option("--record", "a YAML file with the model record's intended_use, limitations, out_of_scope, "
+                           "license, contact, data_licenses", None, None),
+          "license": Option("--license", "the model's licence in the record (default: unspecified)", None, None)}
 # every target: parity frames kept in the bundle for the self-test (export/reference.py checks 1..64)
 REFERENCE = Option("--reference-frames", "parity frames stored in the bundle with the exported model's outputs, "
                    "for the self-test (pocus verify, load(verify=True), the Android app)", None, 4)
@@ -132,7 +138,7 @@ TARGETS: dict[str, Target] = {
             "dynamic_batch": BATCH, "fold_upsampling": _fold(), "measurements": MEASURE,
             "reference_frames": REFERENCE,
             "ort_format": Option("--ort-format", "also write model.ort for ONNX Runtime Mobile"),
-            **_calibration(CALIBRATION_METHODS, 500), **_mixed_precision()}),
+            **_calibration(CALIBRATION_METHODS, 500), **_mixed_precision(), **RECORD}),
     "tflite": Target(
         "tflite", ("litert",), "model.tflite", parity_backend="tflite", options={
             "fold_upsampling": _fold(needs=(True, "io", "float", "tflite int8 with int8 I/O (PT2E) cannot convert "
@@ -140,7 +146,7 @@ TARGETS: dict[str, Target] = {
             "nhwc": Option("--nhwc", "channels-last input/output, as mobile apps feed"), "measurements": MEASURE,
             "reference_frames": REFERENCE,
             "io": Option("--io", "tensor type of the graph input/output", ("int8", "float"), "int8", ("int8",)),
-            **_calibration(None)}),
+            **_calibration(None), **RECORD}),
     "coreml": Target(
         "coreml", ("mlpackage", "mlmodel"), "model.mlpackage", parity_backend="coreml",
         parity_note="macOS only; on Linux recorded as skipped with the reason", raw_input_only=True, options={
@@ -148,14 +154,14 @@ TARGETS: dict[str, Target] = {
             "compute_precision": Option("--compute-precision", "compute precision of the ML program", ("fp16", "fp32"),
                                         {"fp32": "fp32", "fp16": "fp16", "int8": "fp16"}),
             "palettize": Option("--palettize", "k-means palettise the weights to this many bits", (4, 6, 8), None,
-                                FLOAT)}),
+                                FLOAT), **RECORD}),
     "tensorrt": Target(
         "tensorrt", ("trt",), "model.onnx", parity_backend="onnxruntime",
         parity_note="the kit's ONNX on CPU; the engine is checked on the device", options={
             "dynamic_batch": BATCH, "fold_upsampling": _fold(), "measurements": MEASURE,
             "reference_frames": REFERENCE,
             "build_engine": Option("--build-engine", "build model.engine now (needs tensorrt and an NVIDIA GPU)"),
-            **_calibration(CALIBRATION_METHODS, 500), **_mixed_precision()}),
+            **_calibration(CALIBRATION_METHODS, 500), **_mixed_precision(), **RECORD}),
 }
 ALIASES = {alias: t.name for t in TARGETS.values() for alias in t.aliases}
 OPTIONS: dict[str, Option] = {k: o for t in TARGETS.values() for k, o in t.options.items()}  # flag and meaning

@@ -292,7 +292,8 @@ def run_predict(bundle: Path, images: list[Path], video: Path | None, out: Path,
                   "target": predictor.manifest["target"], "precision": predictor.manifest["precision"],
                   "backend": predictor.backend.name, "inputs": inputs.given, "images": len(inputs.files),
                   "duplicates_ignored": inputs.duplicates, "video": video_info,
-                  "mask_values": _mask_values(predictor), "dicom_seg": segs, "results": records}
+                  "mask_values": _mask_values(predictor), "dicom_seg": segs,
+                  "smoke_test_only": bool(predictor.manifest.get("smoke_test_only", False)), "results": records}
         atomic_write_json(staging.dir / "results.json", report)
         staging.commit(last="results.json")
     except OSError as exc:
@@ -326,4 +327,6 @@ def summary_line(report: dict[str, Any]) -> str:
         parts.append(f"{len(written)} DICOM SEG(s) of {len(report['dicom_seg'])} DICOM input(s)")
     line = (f"{len(report['results'])} prediction(s) with {report['model']} ({report['target']} "
             f"{report['precision']}, {report['backend']}): {', '.join(parts)}")
-    return line + (f"; median latency {np.median(lat):.1f} ms" if lat else "")
+    line += f"; median latency {np.median(lat):.1f} ms" if lat else ""
+    return line + ("; WARNING: smoke_test_only model (descends from random weights): the outputs carry no meaning"
+                   if report.get("smoke_test_only") else "")

@@ -62,6 +62,7 @@ class SegmentationResult:
     latency_ms: float | None = None
     pixel_spacing_mm: tuple[float, float] | None = None
     measure: tuple[str, ...] = ()
+    smoke_test_only: bool = False  # the manifest says the model descends from random weights: meaningless output
 
     @property
     def measurements(self) -> dict[str, Any] | None:
@@ -90,7 +91,8 @@ class SegmentationResult:
         """Summary that fits in a JSON report (no pixel arrays)."""
         return {"task": "segmentation", "mask_shape": list(self.mask.shape),
                 "foreground_fraction": float((self.mask > 0).mean()), "labels": self.labels,
-                "measurements": self.measurements, "latency_ms": self.latency_ms}
+                "measurements": self.measurements, "latency_ms": self.latency_ms,
+                "smoke_test_only": self.smoke_test_only}
 
 
 @dataclass
@@ -100,10 +102,11 @@ class ClassificationResult:
     label: str
     probabilities: dict[str, float]
     latency_ms: float | None = None
+    smoke_test_only: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"task": "classification", "label": self.label, "probabilities": self.probabilities,
-                "latency_ms": self.latency_ms}
+                "latency_ms": self.latency_ms, "smoke_test_only": self.smoke_test_only}
 
 
 @dataclass
@@ -113,10 +116,12 @@ class EmbeddingResult:
     vector: np.ndarray
     latency_ms: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    smoke_test_only: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {"task": "embedding", "dim": int(self.vector.shape[0]), "norm": float(np.linalg.norm(self.vector)),
-                "vector": [float(v) for v in self.vector], "latency_ms": self.latency_ms}
+                "vector": [float(v) for v in self.vector], "latency_ms": self.latency_ms,
+                "smoke_test_only": self.smoke_test_only}
 
 
 def output_as_float(raw: np.ndarray, manifest: dict[str, Any]) -> np.ndarray:
@@ -141,6 +146,7 @@ def postprocess(output: np.ndarray, manifest: dict[str, Any], original_size: tup
 
     Non-finite outputs raise NonFiniteOutputError: thresholding NaN would give an empty mask, silently."""
     check_finite(output)
+    smoke = bool(manifest.get("smoke_test_only", False))
     post = manifest["postprocessing"]
     task = manifest["task"]
     labels = list(manifest["labels"])
@@ -158,13 +164,13 @@ def postprocess(output: np.ndarray, manifest: dict[str, Any], original_size: tup
         else:
             mask = probs.argmax(axis=0).astype(np.uint8)
         return SegmentationResult(mask=mask, probabilities=probs, labels=labels, pixel_spacing_mm=pixel_spacing_mm,
-                                  measure=tuple(manifest.get("measurements", ())))
+                                  measure=tuple(manifest.get("measurements", ())), smoke_test_only=smoke)
     if task == "classification":
         probs = softmax(output, axis=0) if post["activation"] == "softmax" else output.astype(np.float32)
         top = int(np.argmax(probs))
         by_label = {k: float(p) for k, p in zip(labels, probs, strict=True)}
-        return ClassificationResult(label=labels[top], probabilities=by_label)
+        return ClassificationResult(label=labels[top], probabilities=by_label, smoke_test_only=smoke)
     vector = output.astype(np.float32).reshape(-1)
     if post["activation"] == "l2_normalize":
         vector = vector / max(float(np.linalg.norm(vector)), 1e-12)
-    return EmbeddingResult(vector=vector)
+    return EmbeddingResult(vector=vector, smoke_test_only=smoke)
