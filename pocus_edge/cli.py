@@ -54,6 +54,18 @@ def distill(
                                                    "validation/test images (as pocus finetune seg and cls split it, "
                                                    "--eval-split-seed) must not be distilled on (repeatable)."),
     eval_split_seed: int | None = typer.Option(None, help="Seed of the downstream fine-tunes' splits [0]."),
+    objective: str | None = typer.Option(None, help="token-mse (the paper's token MSE) | masked-consistency "
+                                         "(masked views weighted by teacher consistency + L1 reconstruction, "
+                                         "adapted from TinyUSFM) [token-mse]."),
+    mask_ratio: float | None = typer.Option(None, help="masked-consistency: share of blocks blanked [0.6]."),
+    mask_block: int | None = typer.Option(None, help="masked-consistency: block side in px [32]."),
+    ring_mask_ratio: float | None = typer.Option(None, help="masked-consistency: share of frequency rings zeroed "
+                                                 "[0.5] (mask_rings, ring_keep_radius, recon_hidden: --config)."),
+    consistency_power: float | None = typer.Option(None, help="masked-consistency: sharpness of the teacher-"
+                                                   "consistency weights, 0 = equal [1.0]."),
+    feature_weight: float | None = typer.Option(None, help="masked-consistency: weight of the feature term [1.0]."),
+    recon_weight: float | None = typer.Option(None, help="masked-consistency: weight of the L1 reconstruction "
+                                              "[1.0]."),
     resume: bool | None = typer.Option(None, "--resume", help="Continue from the newest valid checkpoint (fails "
                                        "without one); `--resume auto` starts from step 0 when there is none."),
     resume_auto: bool = typer.Option(False, "--resume-auto", hidden=True),
@@ -74,7 +86,9 @@ def distill(
         lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, aug=aug, mixup=mixup, precision=precision,
         save_every=save_every, keep_last=keep_last, held_out_fraction=held_out_fraction,
         exclude_eval_splits=[str(d) for d in exclude_eval_splits] if exclude_eval_splits else None,
-        eval_split_seed=eval_split_seed,
+        eval_split_seed=eval_split_seed, objective=objective, mask_ratio=mask_ratio, mask_block=mask_block,
+        ring_mask_ratio=ring_mask_ratio, consistency_power=consistency_power, feature_weight=feature_weight,
+        recon_weight=recon_weight,
         resume="auto" if resume_auto else resume,
         num_workers=num_workers, threads=threads, seed=seed, quiet=quiet,
     )

@@ -114,9 +114,10 @@ def test_resume_after_sigkill_ends_with_identical_weights(phantom_dir, tmp_path)
     assert steps == list(range(1, 11))  # no step logged twice, none missing
 
 
-def test_two_process_ddp_with_gloo(phantom_dir, tmp_path):
-    cfg = tiny_config_yaml(tmp_path / "cfg.yaml", phantom_dir, max_steps=4, save_every="2")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+@pytest.mark.parametrize("objective,port", [("token-mse", "29533"), ("masked-consistency", "29534")])
+def test_two_process_ddp_with_gloo(phantom_dir, tmp_path, objective, port):
+    cfg = tiny_config_yaml(tmp_path / "cfg.yaml", phantom_dir, max_steps=4, save_every="2", objective=objective)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            "-m", "pocus_edge.cli", "distill", "--config", str(cfg), "--out", str(tmp_path / "ddp"), "--json"]
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

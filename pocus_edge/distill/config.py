@@ -58,6 +58,17 @@ class DistillConfig:
     threads: int = 0  # 0 = leave torch's default
     exclude_eval_splits: list[str] = field(default_factory=list)  # labelled folders whose val/test images to drop
     eval_split_seed: int = 0  # the --seed of the downstream fine-tunes those splits belong to
+    objective: str = "token-mse"  # token-mse (the paper's eq. 6) | masked-consistency (distill/masked.py)
+    # masked-consistency only (adapted from TinyUSFM; distill/masked.py says what each does):
+    mask_ratio: float = 0.6  # share of mask_block-px squares blanked in the spatial view
+    mask_block: int = 32
+    ring_mask_ratio: float = 0.5  # share of the frequency rings zeroed in the frequency view
+    mask_rings: int = 8
+    ring_keep_radius: float = 0.1  # protected low-frequency centre, share of the corner frequency
+    consistency_power: float = 1.0  # 0 = every sample weighs the same
+    feature_weight: float = 1.0
+    recon_weight: float = 1.0
+    recon_hidden: int = 256  # reconstruction decoder width
     resume: bool | str = False  # True: continue from a valid checkpoint or fail; "auto": also start fresh
     quiet: bool = False
 
@@ -92,6 +103,12 @@ class DistillConfig:
                             ("keep_last", "keep_last"), ("num_workers", "num_workers"), ("threads", "threads"),
                             ("held_out_fraction", "held_out_fraction"), ("lr", "learning_rate")):
             check(bound, getattr(self, name), "--" + name.replace("_", "-"))
+        from .masked import check_settings
+        from .trainer import OBJECTIVES  # both import this module
+
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"--objective {self.objective!r}: choose one of {', '.join(OBJECTIVES)}")
+        check_settings(self)
         parse_save_every(self.save_every)
         check_out(self.out)
         return self

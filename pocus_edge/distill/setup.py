@@ -120,13 +120,16 @@ RESUME_FIELDS = ("teacher", "teacher_kwargs", "blocks", "aggregate", "teacher_no
                  "head_hidden", "image_size", "batch_size", "accum_steps", "max_micro_batch", "epochs", "max_steps",
                  "lr", "min_lr", "weight_decay", "warmup_steps", "clip_grad", "precision", "seed", "aug", "mixup",
                  "held_out_fraction", "max_held_out", "max_video_frames", "data", "exclude_eval_splits",
-                 "eval_split_seed")
+                 "eval_split_seed", "objective")
 
 
 def check_resume_compatible(saved: dict, cfg: DistillConfig, fields: tuple[str, ...] = RESUME_FIELDS) -> None:
     """Refuse to resume with settings that would change the model, the teacher or the data order."""
     current = cfg.to_dict()
-    changed = [f for f in fields if saved.get(f) != current.get(f)]
+    # a setting added after the run started is absent from its config: the run used that setting's default
+    defaults = type(cfg)().to_dict()
+    saved = {f: saved.get(f, defaults.get(f)) for f in fields}
+    changed = [f for f in fields if saved[f] != current.get(f)]
     if changed:
         detail = ", ".join(f"{f}: {saved.get(f)!r} -> {current.get(f)!r}" for f in changed)
         raise ConfigError(f"--resume: the run in {cfg.out} was started with different settings ({detail}); "

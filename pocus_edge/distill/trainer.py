@@ -24,12 +24,17 @@ from ..io import atomic_write_text
 from . import checkpoint as ckpt
 from .config import DistillConfig, parse_save_every
 from .ddp import DistEnv, barrier, init_distributed, mean_across_ranks, params_in_sync, shutdown
+from .masked import MaskedConsistency
 from .method import DistillMethod, TokenDistillation
 from .objective import R2Accumulator, mixup
 from .progress import TrainProgress
 from .setup import autocast_dtype, build_optimizer, check_resume_compatible
 
 log = logging.getLogger(__name__)
+
+# `pocus distill --objective NAME`: the method plugged into the loop (config.validate checks the name here)
+OBJECTIVES: dict[str, type[DistillMethod]] = {TokenDistillation.name: TokenDistillation,
+                                              MaskedConsistency.name: MaskedConsistency}
 
 
 class _MicroBatches:
@@ -79,7 +84,10 @@ class Distiller:
 
     def __init__(self, cfg: DistillConfig, env: DistEnv, method: DistillMethod | None = None):
         self.cfg, self.env = cfg, env
-        self.method = method or TokenDistillation()
+        if method is not None and cfg.objective != TokenDistillation.name and method.name != cfg.objective:
+            raise ConfigError(f"objective {cfg.objective!r} is a `pocus distill` setting; this command trains with "
+                              f"its own objective ({method.name}): drop the setting")
+        self.method = method or OBJECTIVES[cfg.objective]()
         self.run_dir = Path(cfg.out)
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.data = self.method.prepare_data(cfg, env)
@@ -194,9 +202,10 @@ class Distiller:
         total = 0.0
         for i, images in enumerate(micro_batches):
             images = images.to(self.env.device, non_blocking=True)
+            seed = self.cfg.seed * 1_000_003 + self.step * 997 + i * 31 + self.env.rank
             if self.cfg.mixup:
-                g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + self.step * 997 + i * 31 + self.env.rank)
-                images, _, _ = mixup(images, g)
+                images, _, _ = mixup(images, torch.Generator().manual_seed(seed))
+            self.method.batch_seed = seed  # per-micro-batch randomness of a method (masks) is drawn from this
             last = i == len(micro_batches) - 1
             sync = nullcontext() if (last or not self.env.distributed) else self.student.no_sync()
             with sync, _autocast(self.env.device, self.amp_dtype):
