@@ -201,3 +201,19 @@ def test_distill_can_leave_out_the_downstream_eval_images(kd_setup):
     digests = eval_split_digests(labeled, ("segmentation", "classification"), 0)
     assert len(data.corpus.excluded) == len(digests) > 0
     assert not set(data.corpus.frame_digests) & digests
+
+
+def test_split_seed_keeps_one_test_set_across_training_seeds(kd_setup, tmp_path):
+    from pocus_edge.finetune.train import FinetuneConfig, run_finetune
+
+    labeled = kd_setup[1]
+    common = dict(task="segmentation", data=str(labeled), architecture="mobilenetv3_small_100", epochs=1,
+                  image_size=64, batch_size=8, max_steps_per_epoch=1, threads=1)
+    run_finetune(FinetuneConfig(out=str(tmp_path / "a"), seed=0, **common))
+    run_finetune(FinetuneConfig(out=str(tmp_path / "b"), seed=1, split_seed=0, **common))
+    run_finetune(FinetuneConfig(out=str(tmp_path / "c"), seed=1, **common))
+    splits = {k: (tmp_path / k / "splits.csv").read_text() for k in "abc"}
+    assert splits["a"] == splits["b"] != splits["c"]
+    a = json.loads((tmp_path / "a" / "model.json").read_text())
+    b = json.loads((tmp_path / "b" / "model.json").read_text())
+    assert a["weights_sha256"] != b["weights_sha256"]  # another training seed: another model on the same split

@@ -49,6 +49,8 @@ def finetune(
                                     "ViT-LoRA]."),
     max_steps_per_epoch: int = typer.Option(0, help="Cap optimizer steps per epoch (0 = full epochs)."),
     seed: int = typer.Option(0, help="Seed for splits, init and augmentation."),
+    split_seed: int | None = typer.Option(None, help="Seed of the train/val/test split and label subset only [--seed]"
+                                          "; fix it to compare training seeds on one test set."),
     threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
     quiet: bool = typer.Option(False, "--quiet"),
     json_out: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
@@ -63,6 +65,7 @@ def finetune(
                          architecture=architecture, linear_probe=linear_probe,
                          decoder_channels=_decoder_list(decoder_channels), label_fraction=label_fraction,
                          epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
+                         split_seed=split_seed,
                          threads=threads, max_steps_per_epoch=max_steps_per_epoch, backbone_weights=backbone_weights,
                          lora_rank=lora_rank, lora_alpha=lora_alpha)
     summary = run_finetune(cfg)

@@ -51,6 +51,7 @@ class FinetuneConfig:
     lr: float | None = None
     weight_decay: float = 1e-4
     seed: int = 0
+    split_seed: int | None = None  # None: --seed; a fixed split seed keeps one test set across training seeds
     threads: int = 0
     max_steps_per_epoch: int = 0
     backbone_weights: str | None = None  # ViT-LoRA architectures: a local DINOv3/DINOv2 file, or random (smoke tests)
@@ -165,8 +166,9 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     stratify = cfg.task == "classification"
     samples = read_samples(Path(cfg.data), cfg.task)
-    splits = split_samples(samples, cfg.seed, stratify)
-    train = label_fraction(splits["train"], cfg.label_fraction, cfg.seed, stratify)
+    split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
+    splits = split_samples(samples, split_seed, stratify)
+    train = label_fraction(splits["train"], cfg.label_fraction, split_seed, stratify)
     labels = sorted({s.label for s in samples}) if stratify else ["background", samples[0].label or "foreground"]
     check_decodable(samples)  # a truncated image or mask fails now, not after training
     model, init = build_finetune_model(cfg.task, cfg.architecture, cfg.encoder, len(labels) if stratify else 1,

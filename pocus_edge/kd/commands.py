@@ -44,6 +44,8 @@ def kd(
     aug: str = typer.Option("ultrasound", help="Stage 1 augmentation preset: ultrasound | natural."),
     num_workers: int = typer.Option(2, help="Stage 1 data-loader worker processes."),
     seed: int = typer.Option(0, help="Seed for splits, init, data order and augmentation."),
+    split_seed: int | None = typer.Option(None, help="Seed of the labelled split only (and so of the val/test images "
+                                          "kept out of the transfer set) [--seed]."),
     threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
     resume: bool = typer.Option(False, "--resume", help="Continue stage 1 from its newest valid checkpoint (or reuse "
                                 "a finished stage 1) and run stage 2; `--resume auto` also starts a run that has no "
@@ -70,6 +72,7 @@ def kd(
                    finetune_lr=finetune_lr, output_weight=output_weight, hidden_weight=hidden_weight,
                    temperature=temperature, transfer_expand=transfer_expand,
                    decoder_channels=list(widths) if widths else None, aug=aug, num_workers=num_workers, seed=seed,
+                   split_seed=split_seed,
                    threads=threads, resume="auto" if resume_auto else resume, quiet=quiet)
     summary = run_kd(cfg)
     if json_out is not None:

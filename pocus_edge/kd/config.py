@@ -16,7 +16,7 @@ TASKS = {"seg": "segmentation", "cls": "classification"}
 KD_RESUME_FIELDS = tuple(f for f in RESUME_FIELDS if f not in ("teacher", "teacher_kwargs", "blocks", "aggregate",
                                                               "teacher_norm", "head_hidden")) + (
     "task", "decoder_channels", "output_weight", "hidden_weight", "temperature", "transfer_expand", "labeled_data",
-    "label_fraction")
+    "label_fraction", "split_seed")
 
 
 @dataclass
@@ -33,6 +33,7 @@ class KDConfig(DistillConfig):
     temperature: float = 0.0  # classification only: > 0 uses KL(softmax/T) x T² instead of logit MSE
     transfer_expand: int = 0  # augmented variants added per transfer image (rotation, scale, shear)
     label_fraction: float = 1.0
+    split_seed: int | None = None  # seed of the labelled split (and of the val/test images kept out); None: seed
     finetune_epochs: int = 20
     finetune_batch_size: int = 16
     finetune_lr: float | None = None

@@ -50,7 +50,7 @@ class TaskKD(DistillMethod):
         self.teacher_card: dict = {}
 
     def prepare_data(self, cfg: KDConfig, env: DistEnv) -> RunData:
-        exclude = held_out_digests(cfg.labeled_data, cfg.task, cfg.seed)
+        exclude = held_out_digests(cfg.labeled_data, cfg.task, cfg.seed if cfg.split_seed is None else cfg.split_seed)
         data = prepare_data(cfg, env, exclude=exclude, expand=cfg.transfer_expand)
         self.excluded = len(data.corpus.excluded)
         self.digest = hashlib.sha256("\n".join(sorted(data.corpus.frame_digests)).encode()).hexdigest()

@@ -45,6 +45,7 @@ def run_kd(cfg: KDConfig) -> dict:
         task=cfg.task, data=cfg.labeled_data, out=str(run_dir), encoder=str(student), architecture=cfg.student,
         decoder_channels=cfg.decoder_channels, label_fraction=cfg.label_fraction, epochs=cfg.finetune_epochs,
         image_size=cfg.image_size, batch_size=cfg.finetune_batch_size, lr=cfg.finetune_lr, seed=cfg.seed,
-        threads=cfg.threads, max_steps_per_epoch=cfg.finetune_max_steps_per_epoch, extra=lineage))
+        threads=cfg.threads, max_steps_per_epoch=cfg.finetune_max_steps_per_epoch, split_seed=cfg.split_seed,
+        extra=lineage))
     atomic_write_text(run_dir / "kd.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     return {"kd": stage1, "finetune": finetune, "transfer": card["transfer"], "teacher": card["teacher"]}
