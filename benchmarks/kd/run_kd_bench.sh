@@ -3,7 +3,8 @@
 # is skipped, so rerunning this script continues where it stopped. Every row of a table shares one protocol.
 #   compression: HC18, all training labels; teacher U-Net-ResNet50; MobileNetV3-L and EfficientNet-B0 U-Nets,
 #                (a) labels only, (b) pocus kd with the HC18 frames (labels unused; val/test images removed by
-#                content) + lung frames as transfer set. Seeds 0 1 2, each seed its own teacher.
+#                content) + lung frames as transfer set. Seeds 0 1 2, each seed its own teacher; one test set for all
+#                (--split-seed 0), so rows are compared on the same 156 test frames and std is training noise.
 #   label:       TS-KD's protocol at 10 % labels (BUSI and HC18): teacher fine-tuned on the same 10 %; students
 #                scratch, task-agnostic KD (hidden loss only), TS-KD (hidden + output).
 set -euo pipefail
@@ -12,6 +13,7 @@ DATA=${POCUS_SHARED_DATA:-../shared/data}
 OUT=benchmarks/kd/runs
 SEEDS=${SEEDS:-"0 1 2"}
 SIZE=128
+SPLIT=(--split-seed 0)
 FT=(--epochs 6 --max-steps-per-epoch 40 --batch-size 8 --image-size $SIZE --threads 2 --quiet)   # 240 steps
 KD=(--kd-epochs 50 --max-steps 300 --finetune-epochs 6 --max-steps-per-epoch 40 --batch-size 8 --image-size $SIZE
     --num-workers 1 --threads 2 --quiet)                                                     # 300 KD + 240 FT steps
@@ -23,15 +25,15 @@ compression() {
   for seed in $SEEDS; do
     t=$OUT/hc18-teacher-r50-s$seed
     done_ "$t" || { log "teacher seed $seed"; $P finetune seg --data "$DATA/hc18" --out "$t" --architecture resnet50 \
-                      --seed "$seed" "${FT[@]}"; }
+                      --seed "$seed" "${SPLIT[@]}" "${FT[@]}"; }
     for arch in mobilenetv3_large_100 efficientnet_b0; do
       a=$OUT/hc18-$arch-labels-s$seed
       done_ "$a" || { log "$arch labels-only seed $seed"; $P finetune seg --data "$DATA/hc18" --out "$a" \
-                        --architecture "$arch" --seed "$seed" "${FT[@]}"; }
+                        --architecture "$arch" --seed "$seed" "${SPLIT[@]}" "${FT[@]}"; }
       b=$OUT/hc18-$arch-kd-s$seed
       done_ "$b" || { log "$arch kd seed $seed"; $P kd seg --teacher "$t/model.safetensors" --student "$arch" \
                         --transfer "$DATA/hc18" --transfer "$DATA/lung" --data "$DATA/hc18" --out "$b" \
-                        --seed "$seed" --resume auto "${KD[@]}"; }
+                        --seed "$seed" "${SPLIT[@]}" --resume auto "${KD[@]}"; }
     done
   done
 }
@@ -41,17 +43,17 @@ label() {  # 10 % labels: teacher and every student see the same labelled 10 %
     for seed in $SEEDS; do
       t=$OUT/$ds-10pct-teacher-r50-s$seed
       done_ "$t" || { log "$ds 10% teacher seed $seed"; $P finetune seg --data "$DATA/$ds" --out "$t" \
-                        --architecture resnet50 --label-fraction 0.1 --seed "$seed" "${FT[@]}"; }
+                        --architecture resnet50 --label-fraction 0.1 --seed "$seed" "${SPLIT[@]}" "${FT[@]}"; }
       arch=mobilenetv3_large_100
       s=$OUT/$ds-10pct-$arch-scratch-s$seed
       done_ "$s" || { log "$ds 10% scratch seed $seed"; $P finetune seg --data "$DATA/$ds" --out "$s" \
-                        --architecture "$arch" --label-fraction 0.1 --seed "$seed" "${FT[@]}"; }
+                        --architecture "$arch" --label-fraction 0.1 --seed "$seed" "${SPLIT[@]}" "${FT[@]}"; }
       for mode in agnostic tskd; do
         w=(--output-weight 0.2 --hidden-weight 0.1); [ $mode = agnostic ] && w=(--output-weight 0 --hidden-weight 0.1)
         k=$OUT/$ds-10pct-$arch-$mode-s$seed
         done_ "$k" || { log "$ds 10% $mode seed $seed"; $P kd seg --teacher "$t/model.safetensors" --student "$arch" \
                           --transfer "$DATA/$ds" --transfer "$DATA/lung" --data "$DATA/$ds" --label-fraction 0.1 \
-                          --out "$k" --seed "$seed" --resume auto "${w[@]}" "${KD[@]}"; }
+                          --out "$k" --seed "$seed" "${SPLIT[@]}" --resume auto "${w[@]}" "${KD[@]}"; }
       done
     done
   done
