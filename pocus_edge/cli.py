@@ -153,6 +153,7 @@ def export_cmd(
     io: str | None = typer.Option(None, "--io", help=_targets.option_help("io")),
     compute_precision: str | None = typer.Option(None, help=_targets.option_help("compute_precision")),
     palettize: int | None = typer.Option(None, help=_targets.option_help("palettize")),
+    activations: str | None = typer.Option(None, "--activations", help=_targets.option_help("activations")),
     build_engine: bool = typer.Option(False, "--build-engine", help=_targets.option_help("build_engine")),
     mixed_precision: bool | None = typer.Option(None, "--mixed-precision/--no-mixed-precision",
                                                 help=_targets.option_help("mixed_precision")),
@@ -189,6 +190,7 @@ def export_cmd(
         raise PocusError(f"--batch {batch!r}: use 1 or dynamic")
     options = {"calibration_method": calib_method, "ort_format": ort_format, "nhwc": nhwc, "io": io,
                "compute_precision": compute_precision, "palettize": palettize, "build_engine": build_engine,
+               "activations": activations,
                "mixed_precision": mixed_precision, "accuracy_target": accuracy_target,
                "max_float_layers": max_float_layers, "float_layers": float_layers, "explain": explain,
                "reference_frames": reference_frames}

@@ -17,6 +17,7 @@ import pytest
 from pocus_edge.errors import ConfigError
 from pocus_edge.export.targets import (
     ALIASES,
+    GIVEN,
     OPTIONS,
     TARGETS,
     Option,
@@ -56,8 +57,9 @@ def _with_needs(target: str, precision: str, key: str, value: Any) -> dict[str, 
     """The request for key=value plus what the table says that value needs (fold on tflite int8 -> --io float)."""
     option = TARGETS[target].takes(precision)[key]
     request = {**_required(target, precision), key: value}
-    if option.needs and value is option.needs[0] and option.needs[1] in TARGETS[target].takes(precision):
-        request[option.needs[1]] = option.needs[2]
+    if option.needs and (value is option.needs[0] or option.needs[0] is GIVEN) and \
+            option.needs[1] in TARGETS[target].takes(precision):
+        request[option.needs[1]] = SAMPLE[option.needs[1]] if option.needs[2] is GIVEN else option.needs[2]
     return request
 
 
@@ -100,6 +102,13 @@ def test_calibration_data_only_where_calibration_is_used(target, precision):
     if spec.calibrates(precision):
         with pytest.raises(ConfigError, match=f"{target} {precision} needs --calib-data DIR"):
             resolve_options(target, precision, {})
+    elif "calib_data" in spec.takes(precision):  # only with another option (Core ML int8: --activations int8)
+        _, other, value, _ = spec.takes(precision)["calib_data"].needs
+        with pytest.raises(ConfigError, match=rf"--calib-data frames/: .*--parity-data DIR; drop it or add "
+                                              rf"{OPTIONS[other].shown(value)}"):
+            resolve_options(target, precision, {"calib_data": "frames/"})
+        assert spec.calibrates(precision, {other: value}) and not spec.calibrates(precision, {})
+        resolve_options(target, precision, {"calib_data": "frames/", other: value})
     else:
         with pytest.raises(ConfigError, match=r"--calib-data frames/ .*not apply.*--parity-data DIR"):
             resolve_options(target, precision, {"calib_data": "frames/"})
@@ -110,7 +119,7 @@ def test_needs_are_enforced(target, precision):
     for key, option in TARGETS[target].takes(precision).items():
         if option.needs and option.needs[1] in TARGETS[target].takes(precision):
             value, other, other_value, why = option.needs
-            wrong = next(v for v in OPTIONS[other].values if v != other_value)
+            wrong = None if other_value is GIVEN else next(v for v in OPTIONS[other].values if v != other_value)
             with pytest.raises(ConfigError, match=why.split("(")[0]):
                 resolve_options(target, precision, {**_required(target, precision), key: value, other: wrong})
 
@@ -175,8 +184,9 @@ def test_readme_states_the_table():
 @pytest.mark.parametrize("args,names", [
     (["-t", "onnx", "--nhwc", "--palettize", "4", "--io", "float", "--compute-precision", "fp32"],
      ["--nhwc", "--palettize 4", "--io float", "--compute-precision fp32", "onnx fp32"]),
-    (["-t", "coreml", "-p", "int8", "--nhwc", "--calib-data", "frames"], ["--nhwc", "--calib-data frames",
-                                                                          "coreml int8", "--parity-data"]),
+    (["-t", "coreml", "-p", "int8", "--nhwc", "--calib-data", "frames"], ["--nhwc", "coreml int8"]),
+    (["-t", "coreml", "-p", "int8", "--calib-data", "frames"], ["--calib-data frames", "--parity-data",
+                                                                "--activations int8"]),
 ])
 def test_cli_refuses_and_leaves_no_bundle(args, names, tmp_path, monkeypatch, capsys):
     from pocus_edge.cli import _run, app

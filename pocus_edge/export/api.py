@@ -21,8 +21,8 @@ from .base import ExportError, ExportRequest, version_of
 from .bundle import discard, hash_files, make_workdir, now_iso, publish, write_manifest
 from .parity import compare, judge, reference_outputs, thresholds_for
 from .quantize_calib import frames_for, write_frame_record
-from .record import pop_record_options, trace_lineage, write_record
 from .quantize_mixed import searches, split_held_out
+from .record import pop_record_options, trace_lineage, write_record
 from .reference import check_reference_frames, write_reference_vectors
 from .source import BUILTINS, resolve_model
 from .targets import TARGETS, canonical_target, check_precision, resolve_options, target_module
@@ -104,10 +104,10 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
     measure = _measurements_for(spec.task, measurements)
     raw = raw_input or TARGETS[target].raw_input_only
     pre = preprocessing_for(spec, raw)
-    calibration, parity_set = frames_for(TARGETS[target].calibrates(precision), Path(calib_data) if calib_data
+    calibration, parity_set = frames_for(TARGETS[target].calibrates(precision, options), Path(calib_data) if calib_data
                                          else None, parity_data, num_calib, num_parity)
     search_set = None
-    if TARGETS[target].calibrates(precision) and searches(options):  # choose on one part, judge on the other
+    if TARGETS[target].calibrates(precision, options) and searches(options):  # choose on one part, judge on the other
         search_set, parity_set = split_held_out(parity_set)
     if parity_thresholds:
         try:

@@ -4,7 +4,15 @@ The input is a grayscale `ImageType` of the export size with scale 1 and bias 0:
 the 8-bit ultrasound frame as is, and the gray->RGB replication and mean/std normalisation are folded
 exactly into the first convolution (see wrappers.fold_raw_input). Precisions: fp32 and fp16 compute
 (`--compute-precision`, fp16 by default for fp16 bundles), int8 = linear symmetric weight quantisation;
-`--palettize {4,6,8}` adds k-means weight palettisation. Classifiers carry a ClassifierConfig with the
+`--palettize {4,6,8}` adds k-means weight palettisation.
+int8 with `--activations int8` (W8A8, iOS 17+): activations are quantised too (int8 symmetric per tensor), their
+ranges calibrated (min/max) on the `--calib-data` frames, on top of int8 symmetric per-channel weights.
+coremltools' Core ML-side `optimize.coreml.experimental.linear_quantize_activations` calibrates by running the
+model (`predict`, macOS only), so the ranges are calibrated in PyTorch with coremltools'
+`optimize.torch.quantization.LinearQuantizer` (observers on, fake quantisation off, BatchNorm frozen: a pure
+calibration pass, no training) and its finalized graph converts to MIL quantize/dequantize ops and
+constexpr int8 weights; the saved spec is checked for them. The PyTorch W8A8 graph's agreement with the float
+model on the parity frames is recorded as a simulation, never as parity. Classifiers carry a ClassifierConfig with the
 labels (softmax inside the model). Metadata: description, author, license, and the manifest's key fields.
 On Linux coremltools converts, saves, reloads and checks the spec, but cannot predict: parity is recorded
 as skipped with that reason, never as passed. On macOS parity runs through the Core ML backend.
@@ -17,27 +25,87 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .base import ExportError, ExportRequest, TargetResult, require, version_of
 from .targets import TARGETS
 
 NAME = "coreml"
-PRECISIONS = TARGETS[NAME].precisions  # options (--compute-precision, --palettize), defaults: targets.py
+PRECISIONS = TARGETS[NAME].precisions  # options (--compute-precision, --palettize, --activations), defaults: targets.py
 EXTRA = "export"
 GRAYSCALE = 10  # ImageFeatureType.ColorSpace.GRAYSCALE in the Core ML spec
+W8A8_TARGET = "iOS17"  # MIL quantize/dequantize of activations need iOS 17 / macOS 14
+NEVER = 2**31  # a LinearQuantizer milestone that is never reached
+WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
 
 
 def check_available() -> None:
     require("coremltools")
 
 
-def _convert(request: ExportRequest):
-    ct = require("coremltools")
+def _task_module(request: ExportRequest) -> torch.nn.Module:
+    """What Core ML runs: the raw-input model, with the softmax inside for classifiers."""
     model = request.model
     if request.spec.task == "classification":
         model = torch.nn.Sequential(model, torch.nn.Softmax(dim=1))
-    model = model.eval()
+    return model.eval()
+
+
+def _w8a8(request: ExportRequest) -> tuple[torch.nn.Module, int]:
+    """(coremltools' LinearQuantizer graph of the model, int8 weights and activations, frames calibrated on)."""
+    require("coremltools")
+    from coremltools.optimize.torch.quantization import (
+        LinearQuantizer,
+        LinearQuantizerConfig,
+        ModuleLinearQuantizerConfig,
+    )
+
+    from .quantize import calibration_batches
+
+    s = request.image_size
+    example = torch.zeros(1, 1, s, s)
+    config = LinearQuantizerConfig(global_config=ModuleLinearQuantizerConfig(
+        quantization_scheme="symmetric", activation_observer="min_max", weight_per_channel=True,
+        milestones=[0, NEVER, NEVER, 0]))
+    quantizer = LinearQuantizer(_task_module(request), config)
+    prepared = quantizer.prepare(example_inputs=(example,), inplace=False)
+    quantizer.step()  # step 0: observers on and BatchNorm frozen; fake quantisation stays off (a calibration pass)
+    prepared.eval()
+    frames = 0
+    with torch.no_grad():
+        for batch in calibration_batches(request):
+            prepared(torch.from_numpy(batch))
+            frames += 1
+    return static_shapes(quantizer.finalize(inplace=False).eval(), example), frames
+
+
+def static_shapes(graph: torch.fx.GraphModule, example: torch.Tensor) -> torch.fx.GraphModule:
+    """Replace the integers the FX graph computes from tensor shapes (the U-Net decoder's upsample sizes) by
+    their values at the fixed export size: the Core ML converter cannot cast traced shape arithmetic."""
+    values: dict[torch.fx.Node, object] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, node):
+            values[node] = result = super().run_node(node)
+            return result
+
+    with torch.no_grad():
+        Recorder(graph).run(example)
+    for node in graph.graph.nodes:
+        value = values.get(node)
+        if node.op != "placeholder" and type(value) is int:
+            for user in list(node.users):
+                user.args = torch.fx.node.map_arg(user.args, lambda a, n=node, v=value: v if a is n else a)
+                user.kwargs = torch.fx.node.map_arg(user.kwargs, lambda a, n=node, v=value: v if a is n else a)
+    graph.graph.eliminate_dead_code()
+    graph.recompile()
+    return graph
+
+
+def _convert(request: ExportRequest, model: torch.nn.Module | None = None, target: str = "iOS16"):
+    ct = require("coremltools")
+    model = _task_module(request) if model is None else model
     s = request.image_size
     example = torch.rand(1, 1, s, s) * 255
     traced = torch.jit.trace(model, example)
@@ -49,7 +117,7 @@ def _convert(request: ExportRequest):
     else:
         outputs = [ct.TensorType(name=request.output_meaning)]
     mlmodel = ct.convert(
-        traced, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS16,
+        traced, convert_to="mlprogram", minimum_deployment_target=getattr(ct.target, target),
         inputs=[ct.ImageType(name="image", shape=(1, 1, s, s), color_layout=ct.colorlayout.GRAYSCALE,
                              scale=1.0, bias=0.0)],
         outputs=outputs, compute_precision=ct.precision.FLOAT16 if compute == "fp16" else ct.precision.FLOAT32,
@@ -61,6 +129,8 @@ def _compress(mlmodel, request: ExportRequest) -> dict[str, Any]:
     import coremltools.optimize.coreml as cto
 
     bits = request.options.get("palettize")  # the table offers it for fp32/fp16 only: int8 already compresses
+    if request.options.get("activations") == "int8":  # LinearQuantizer's graph carries its int8 weights
+        return {"model": mlmodel, "weights": "int8 linear symmetric (per-channel)"}
     if request.precision == "int8":
         config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric",
                                                                                   dtype="int8"))
@@ -83,8 +153,19 @@ def _describe(mlmodel, request: ExportRequest) -> None:
         "preprocessing": request.preprocessing, "threshold": spec.threshold})
 
 
-def check_spec(path: Path, request: ExportRequest) -> None:
-    """Reload the saved package (no prediction) and check inputs, outputs and classifier labels."""
+def program_ops(spec) -> dict[str, int]:
+    """{MIL op type: count} over the main blocks of a saved ML program's spec."""
+    counts: dict[str, int] = {}
+    for function in spec.mlProgram.functions.values():
+        for block in function.block_specializations.values():
+            for op in block.operations:
+                counts[op.type] = counts.get(op.type, 0) + 1
+    return counts
+
+
+def check_spec(path: Path, request: ExportRequest) -> dict[str, int]:
+    """Reload the saved package (no prediction) and check inputs, outputs and classifier labels, and for W8A8 the
+    quantized activation ops and int8 weights; returns the counts of the quantisation ops."""
     ct = require("coremltools")
     spec = ct.models.MLModel(str(path), skip_model_load=True).get_spec()
     if spec.WhichOneof("Type") != "mlProgram":
@@ -101,13 +182,22 @@ def check_spec(path: Path, request: ExportRequest) -> None:
             raise ExportError(f"{path.name}: classifier without a classLabel output")
     elif names != [request.output_meaning]:
         raise ExportError(f"{path.name}: outputs {names}, expected [{request.output_meaning}]")
+    ops = program_ops(spec)
+    quant = {k: ops.get(k, 0) for k in ("quantize", "dequantize", *WEIGHT_OPS)}
+    if request.options.get("activations") == "int8" and (
+            not quant["quantize"] or not quant["dequantize"] or not any(quant[k] for k in WEIGHT_OPS)):
+        raise ExportError(f"{path.name}: W8A8 was asked for, but the saved program has {quant} (quantize/dequantize "
+                          "of activations and constexpr int8 weights expected); coremltools dropped the quantisation")
+    return quant
 
 
 def convert(request: ExportRequest, workdir: Path) -> TargetResult:
     """Write model.mlpackage, reload it, check its spec; parity only where Core ML can predict."""
     check_available()
+    w8a8 = request.options.get("activations") == "int8"
     try:
-        mlmodel, compute = _convert(request)
+        quantized, frames = _w8a8(request) if w8a8 else (None, 0)
+        mlmodel, compute = _convert(request, quantized, W8A8_TARGET if w8a8 else "iOS16")
         compressed = _compress(mlmodel, request)
     except ExportError:
         raise
@@ -117,7 +207,7 @@ def convert(request: ExportRequest, workdir: Path) -> TargetResult:
     _describe(mlmodel, request)
     path = workdir / TARGETS[NAME].model_file
     mlmodel.save(str(path))
-    check_spec(path, request)
+    quant_ops = check_spec(path, request)
     s = request.image_size
     is_cls = request.spec.task == "classification"
     with torch.no_grad():
@@ -127,15 +217,45 @@ def convert(request: ExportRequest, workdir: Path) -> TargetResult:
               "meaning": "probabilities" if is_cls else request.output_meaning}
     skip = None if platform.system() == "Darwin" else (
         "Core ML predicts only on macOS; on Linux the package was converted, saved, reloaded and its spec checked")
+    options: dict[str, Any] = {"activations": "float"}
+    if w8a8:
+        options = {"activations": "int8 symmetric per-tensor", "quantization": "W8A8: coremltools LinearQuantizer "
+                   "(PyTorch, min/max observers) calibration, converted to MIL quantize/dequantize",
+                   "calibration_images": frames, "calibration_source": request.calibration.origin,
+                   "quantization_ops": quant_ops, "w8a8_torch_simulation": _simulated(request, quantized)}
     return TargetResult(
         model_file=path.name,
         inputs=[{"name": "image", "shape": [1, 1, s, s], "dtype": "uint8", "layout": "NCHW", "channels": 1,
                  "value_range": [0, 255], "quantization": {"scale": 1.0, "zero_point": 0}}],
         outputs=[output],
         target_options={"input_type": "ImageType GRAYSCALE scale=1 bias=0", "compute_precision": compute,
-                        "weights": compressed["weights"], "minimum_deployment_target": "iOS16",
-                        "palettize": request.options.get("palettize")},
+                        "weights": compressed["weights"],
+                        "minimum_deployment_target": W8A8_TARGET if w8a8 else "iOS16",
+                        "palettize": request.options.get("palettize"), **options},
         parity_skip_reason=skip,
         postprocessing={"activation": "none", "threshold": None, "mask_resize": "none"} if is_cls else None,
         tool_versions={"coremltools": version_of("coremltools")},
     )
+
+
+def _simulated(request: ExportRequest, quantized: torch.nn.Module) -> dict[str, Any]:
+    """The PyTorch W8A8 graph against the float model on the parity frames: what the quantisation costs before
+    Core ML runs it (not parity: Core ML's own kernels are checked only on macOS)."""
+    from ..runtime.preprocess import normalized_chw
+    from .parity import compare
+    from .quantize import PRIMARY
+
+    images = request.parity_images.images if request.parity_images is not None else []
+    frames = [normalized_chw(im, request.preprocessing)[None] for im in images]
+    if not frames:
+        return {"status": "skipped", "reason": "no parity frames"}
+    model = _task_module(request)
+    with torch.no_grad():
+        x = torch.from_numpy(np.concatenate(frames))
+        ref, out = model(x).numpy(), quantized(x).numpy()
+    if request.spec.task == "classification":  # the Core ML model ends in a softmax; compare() takes logits
+        ref, out = np.log(np.clip(ref, 1e-12, None)), np.log(np.clip(out, 1e-12, None))
+    metric = PRIMARY[request.spec.task]
+    value = compare(request.spec.task, ref, out, request.spec.threshold)[metric]
+    return {"frames": len(frames), metric: round(float(value), 6),
+            "note": "PyTorch reference-quantized graph vs the float model, not Core ML"}

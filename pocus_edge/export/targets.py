@@ -23,6 +23,21 @@ ONOFF = (False, True)
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile", "auto")
 
 
+class _Given:
+    """In Option.needs: any value given (not None); shown as DIR, the options that use it take folders."""
+
+    def __repr__(self) -> str:
+        return "DIR"
+
+
+GIVEN = _Given()
+
+
+def _is(value: Any, wanted: Any) -> bool:
+    """`value` is `wanted` for Option.needs: GIVEN matches anything but None; else same type and equal."""
+    return value is not None if wanted is GIVEN else type(value) is type(wanted) and value == wanted
+
+
 @dataclass(frozen=True)
 class Option:
     """A target option: CLI flag, what it does, allowed values (None: any, checked where it is read), default."""
@@ -70,9 +85,14 @@ class Target:
         """The options this target takes at `precision`."""
         return {k: o for k, o in self.options.items() if precision in o.precisions}
 
-    def calibrates(self, precision: str) -> bool:
-        """Whether `precision` reads calibration frames (--calib-data)."""
-        return "calib_data" in self.takes(precision)
+    def calibrates(self, precision: str, options: dict[str, Any] | None = None) -> bool:
+        """Whether `precision` reads calibration frames (--calib-data); where that depends on another option (Core
+        ML int8 calibrates only with --activations int8), whether the request `options` does."""
+        option = self.takes(precision).get("calib_data")
+        if option is None or option.required:
+            return option is not None
+        return options is not None and option.needs is not None and _is(options.get(option.needs[1]),
+                                                                          option.needs[2])
 
 
 def _calibration(methods: tuple[str, ...] | None, most: int = 300) -> dict[str, Option]:
@@ -108,6 +128,23 @@ def _mixed_precision() -> dict[str, Option]:
                                "instead of searching", None, None, int8, instead=NO_MIXED),
         "explain": Option("--explain", "write the per-layer sensitivity report (quant_report.json/.md/.png)",
                           ONOFF, False, int8, instead=NO_MIXED),
+    }
+
+
+def _coreml_activations() -> dict[str, Option]:
+    """Core ML int8: weights only, or W8A8 with --activations int8, whose activation ranges are calibrated on
+    --calib-data (coreml.py); without it Core ML int8 refuses --calib-data."""
+    calib = _calibration(None)
+    int8 = ("int8",)
+    why = ("Core ML int8 quantises only the weights unless its activations are quantised too; parity frames go to "
+           "--parity-data DIR")
+    return {
+        "activations": Option("--activations", "int8: also quantise the activations (W8A8), calibrated on "
+                              "--calib-data", ("float", "int8"), "float", int8,
+                              needs=("int8", "calib_data", GIVEN, "activation ranges are calibrated on real frames")),
+        "calib_data": Option(calib["calib_data"].flag, calib["calib_data"].what, None, None, int8,
+                             needs=(GIVEN, "activations", "int8", why)),
+        "num_calib": calib["num_calib"],
     }
 
 
@@ -151,6 +188,7 @@ TARGETS: dict[str, Target] = {
         "coreml", ("mlpackage", "mlmodel"), "model.mlpackage", parity_backend="coreml",
         parity_note="macOS only; on Linux recorded as skipped with the reason", raw_input_only=True, options={
             "fold_upsampling": _fold(), "measurements": MEASURE, "reference_frames": REFERENCE,
+            **_coreml_activations(),
             "compute_precision": Option("--compute-precision", "compute precision of the ML program", ("fp16", "fp32"),
                                         {"fp32": "fp32", "fp16": "fp16", "int8": "fp16"}),
             "palettize": Option("--palettize", "k-means palettise the weights to this many bits", (4, 6, 8), None,
@@ -226,8 +264,8 @@ def resolve_options(target: str, precision: str, given: dict[str, Any]) -> dict[
                               f"{precision}")
         resolved[key] = value
     for key, option in takes.items():
-        if option.needs and resolved[key] is option.needs[0] and option.needs[1] in takes and \
-                resolved[option.needs[1]] != option.needs[2]:
+        if option.needs and _is(resolved[key], option.needs[0]) and option.needs[1] in takes and \
+                not _is(resolved[option.needs[1]], option.needs[2]):
             other = takes[option.needs[1]]
             raise ConfigError(f"{option.shown(resolved[key])}: {option.needs[3]}; drop it or add "
                               f"{other.shown(option.needs[2])}")
@@ -308,6 +346,8 @@ def precision_help() -> str:
     for t in TARGETS.values():
         by_precisions.setdefault(t.precisions, []).append(t.name)
     calibrating = [t.name for t in TARGETS.values() if t.calibrates("int8")]
+    calibrating += [f"{t.name} with {t.options[o.needs[1]].shown(o.needs[2])}" for t in TARGETS.values()
+                    for o in [t.takes("int8").get("calib_data")] if o is not None and not o.required and o.needs]
     return ("; ".join(f"{' | '.join(ps)}" + ("" if len(by_precisions) == 1 else f" ({', '.join(ts)})")
                       for ps, ts in by_precisions.items())
             + f". int8 calibrates on --calib-data for {', '.join(calibrating)}.")

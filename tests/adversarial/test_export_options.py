@@ -18,11 +18,12 @@ CASES = [
      r"--nhwc \(tflite only\), --palettize 4 \(coreml fp32/fp16 only\), --io float \(tflite int8 only\), "
      r"--compute-precision fp32 \(coreml only\) do not apply to onnx fp32, which takes: --batch 1\|dynamic, "
      r"--fold-upsample, --ort-format\."),
-    ("coreml", "int8", {"nhwc": True, "calib_data": "frames"},
-     r"--calib-data frames \(onnx/tflite/tensorrt int8 only\), --nhwc \(tflite only\) do not apply to coreml "
-     r"int8.*pass them as --parity-data DIR"),
+    ("coreml", "int8", {"nhwc": True, "calib_data": "frames"}, r"--nhwc \(tflite only\) does not apply to coreml int8"),
+    ("coreml", "fp16", {"calib_data": "frames"}, r"--calib-data frames \(onnx/tflite/coreml/tensorrt int8 only\) does "
+     r"not apply to coreml fp16.*pass them as --parity-data DIR"),
     ("onnx", "fp16", {"calib_data": "frames"}, r"--calib-data frames .* does not apply to onnx fp16"),
-    ("tensorrt", "fp32", {"num_calib": 100}, r"--num-calib 100 \(onnx/tflite/tensorrt int8 only\) does not apply"),
+    ("tensorrt", "fp32", {"num_calib": 100},
+     r"--num-calib 100 \(onnx/tflite/coreml/tensorrt int8 only\) does not apply"),
     ("tflite", "fp32", {"io": "int8"}, r"--io int8 \(tflite int8 only\) does not apply to tflite fp32"),
     ("tflite", "int8", {"calib_data": "frames", "io": "int16"}, r"--io 'int16': choose int8 or float for tflite int8"),
     ("tflite", "int8", {"calib_data": "frames", "calibration_method": "entropy"},
