@@ -165,6 +165,7 @@ def export_cmd(
     record: Path | None = typer.Option(None, "--record", help=_targets.option_help("record")),
     license_: str | None = typer.Option(None, "--license", help=_targets.option_help("license")),
     reference_frames: int | None = typer.Option(None, help=_targets.option_help("reference_frames")),
+    measurements: str | None = typer.Option(None, "--measurements", help=_targets.option_help("measurements")),
     sign: Path | None = typer.Option(None, "--sign", help="Ed25519 private key PEM (pocus keygen): also write "
                                      "bundle.sig over the bundle digest (needs the sign extra)."),
     quiet: bool = typer.Option(False, "--quiet"),
@@ -199,7 +200,7 @@ def export_cmd(
                       parity_data=parity_data, dynamic_batch=batch == "dynamic", raw_input=raw_input,
                       parity=not no_parity, num_calib=num_calib, num_parity=num_parity,
                       parity_thresholds=_parse_thresholds(parity_threshold), overwrite=overwrite,
-                      fold_upsampling=fold_upsample, sign_key=sign, **options)
+                      fold_upsampling=fold_upsample, sign_key=sign, measurements=measurements, **options)
     if json_out:
         print(json.dumps(manifest, indent=2))
     elif not quiet:
@@ -337,17 +338,22 @@ def predict(
     trusted_key: list[Path] = typer.Option(None, "--trusted-key", help="Ed25519 public key PEM; refuse bundles "
                                            "not signed by one of these (repeatable)."),
     json_out: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
+    pixel_spacing: str | None = typer.Option(None, "--pixel-spacing", metavar="MM|ROW,COL", help="mm per pixel of "
+                                             "the images and video as given: the bundle's measurements (area, "
+                                             "ellipse) in mm (DICOM inputs use their own spacing)."),
     dicom_seg: bool = typer.Option(True, "--dicom-seg/--no-dicom-seg", help="DICOM inputs of a segmentation "
                                    "bundle: also write NAME_seg.dcm, a DICOM SEG (needs the dicom extra)."),
 ) -> None:
     """Run a bundle on images, folders or a video (torch-free) and write masks, overlays and JSON."""
+    from .runtime.measure import parse_spacing
     from .runtime.predict import run_predict, summary_line
 
     if threads is not None:
         check("runtime_threads", threads, "--threads")
     check_out(out)
     report = run_predict(bundle, list(images or []), video, out, backend, threads, smooth,
-                         trusted_keys=trusted_key or None, dicom_seg=dicom_seg)
+                         trusted_keys=trusted_key or None, dicom_seg=dicom_seg,
+                         pixel_spacing_mm=parse_spacing(pixel_spacing, "--pixel-spacing"))
     if json_out:
         print(json.dumps(report, indent=2))
     else:

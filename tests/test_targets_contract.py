@@ -34,8 +34,8 @@ PAIRS = [(t, p) for t, spec in TARGETS.items() for p in spec.precisions]
 TRIPLES = [(t, p, key) for t, p in PAIRS for key in OPTIONS]
 SAMPLE = {"calib_data": "frames/", "num_calib": 50, "accuracy_target": 0.98, "max_float_layers": 3,
           "float_layers": "node_Conv_1"}  # options whose values are checked where they are read
-SAMPLE.update(intended_use="triage research", record="record.yaml", license="CC-BY-4.0")  # the model record
 SAMPLE["reference_frames"] = 4  # the self-test's frames (export/reference.py checks 1..64)
+SAMPLE.update(intended_use="triage research", record="record.yaml", license="CC-BY-4.0")  # the model record
 
 
 def _required(target: str, precision: str) -> dict[str, Any]:

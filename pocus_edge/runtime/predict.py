@@ -204,8 +204,8 @@ def _predict_dicom(predictor: Any, bundle: Path, path: Path, stem: str, folder: 
     return records, {**seg, "file": f"{stem}_seg.dcm", "sop_instance_uid": uid}
 
 
-def _predict_video(predictor: Any, bundle: Path, video: Path, smoothing: float,
-                   folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _predict_video(predictor: Any, bundle: Path, video: Path, smoothing: float, folder: Path,
+                   spacing: tuple[float, float] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """(one record per frame, video summary); a segmentation model's masks go to STEM_frames/ and its overlays
     into STEM_overlay.mp4 beside them."""
     stem = _safe_name(video.stem)
@@ -228,6 +228,8 @@ def _predict_video(predictor: Any, bundle: Path, video: Path, smoothing: float,
         except NonFiniteOutputError as exc:
             where = f"{video} frame {len(records)}"
             raise NonFiniteOutputError(f"predict: model output of {bundle} on {where}", exc.detail) from None
+        if isinstance(result, SegmentationResult):
+            result.pixel_spacing_mm = spacing  # measured from the (smoothed) mask when to_json reads it
         record = {"source": f"{video}#{len(records)}", **result.to_json()}
         if overlay is not None:
             record["mask"] = f"{stem}_frames/{len(records):05d}_mask.png"
@@ -255,9 +257,12 @@ def _check_request(images: list[Path], video: Path | None, out: Path, smoothing:
 
 
 def run_predict(bundle: Path, images: list[Path], video: Path | None, out: Path, backend: str | None,
-                threads: int | None, smoothing: float, trusted_keys: list[Path] | None = None,
-                dicom_seg: bool = True) -> dict[str, Any]:
+                threads: int | None, smoothing: float, trusted_keys: list[str | Path] | None = None,
+                dicom_seg: bool = True, pixel_spacing_mm: Any = None) -> dict[str, Any]:
     """Predict every image (and every frame of the video) and write OUT/results.json beside the masks.
+
+    `pixel_spacing_mm` (one number or (row, col), mm per pixel of the images as given) puts the measurements the
+    bundle lists into mm for image files and video frames; DICOM inputs use their own spacing.
 
     With `trusted_keys` the bundle must be signed by one of them; the signature, digest and files are checked in
     the one `load` that also opens the model, so nothing can change between the check and the use.
@@ -266,6 +271,7 @@ def run_predict(bundle: Path, images: list[Path], video: Path | None, out: Path,
     _check_request(images, video, out, smoothing)
     inputs = collect_inputs(images, out)
     predictor = load(bundle, backend=backend, threads=threads, trusted_keys=trusted_keys)
+    spacing = predictor.spacing(pixel_spacing_mm, "--pixel-spacing")
     dicom_inputs = [f for f in inputs.files if is_dicom(f)]
     if dicom_seg and dicom_inputs and predictor.task == "segmentation":
         require_highdicom(str(dicom_inputs[0]))
@@ -282,11 +288,11 @@ def run_predict(bundle: Path, images: list[Path], video: Path | None, out: Path,
                 segs += [seg] if seg else []
                 continue
             gray = load_gray(path)
-            result = _predict_one(predictor, gray, bundle, str(path))
+            result = _predict_one(predictor, gray, bundle, str(path), spacing)
             records.append({"source": str(path), **_image_record(staging.dir, stem, gray, result)})
         video_info = None
         if video is not None:
-            frames, video_info = _predict_video(predictor, bundle, Path(video), smoothing, staging.dir)
+            frames, video_info = _predict_video(predictor, bundle, Path(video), smoothing, staging.dir, spacing)
             records += frames
         report = {"bundle": str(bundle), "model": predictor.manifest["name"], "task": predictor.task,
                   "target": predictor.manifest["target"], "precision": predictor.manifest["precision"],
