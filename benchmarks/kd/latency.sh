@@ -19,4 +19,9 @@ for row in "${ROWS[@]}"; do
 done
 .venv/bin/pocus bench latency "${bundles[@]}" --threads 1 --warmup 10 --runs 100 \
   --json benchmarks/kd/latency.json --md benchmarks/kd/latency.md
+# issue 17's measurement proof: head circumference (mm) of each int8 bundle's masks on the HC18 test split
+for b in "${bundles[@]}"; do
+  [ -f "benchmarks/kd/eval/$(basename "$b")/eval.json" ] || .venv/bin/pocus eval "$b" --data "$DATA/hc18" --split test --seed 0 --measure ellipse \
+      --threads 2 --out "benchmarks/kd/eval/$(basename "$b")" > /dev/null
+done
 .venv/bin/python benchmarks/kd/report_kd.py --latency benchmarks/kd/latency.json
