@@ -19,6 +19,7 @@ _print_summary = print_summary
 def register(app: typer.Typer) -> None:
     """Add the downstream-evaluation commands to the `pocus` app."""
     app.command()(finetune)
+    app.command()(qat)
     app.command("eval")(eval_cmd)
     app.command()(sweep)
     app.command("embed-plot")(embed_plot_cmd)
@@ -77,6 +78,40 @@ def finetune(
                 **{f"test {k}": v for k, v in summary["test"].items() if isinstance(v, (int, float))},
                 "wall time (s)": summary["wall_time_s"]}
         _print_summary("finetune", flat, out)
+
+
+def qat(
+    checkpoint: Path = typer.Argument(..., help="A pocus finetune checkpoint (model.safetensors, or its folder)."),
+    data: Path = typer.Option(..., "--data", help="The labelled folder it was fine-tuned on (same splits)."),
+    out: Path = typer.Option(..., "--out", help="Output folder: model.safetensors + model.json (card: qat), "
+                             "metrics.json, qat_report.md."),
+    epochs: int = typer.Option(3, help="QAT epochs (a short fine-tune)."),
+    batch_size: int = typer.Option(8, help="Batch size."),
+    lr: float = typer.Option(5e-5, help="AdamW learning rate (cosine decay)."),
+    max_steps_per_epoch: int = typer.Option(0, help="Cap optimizer steps per epoch (0 = full epochs)."),
+    seed: int | None = typer.Option(None, help="Split seed [the fine-tune's, from config.yaml beside CHECKPOINT]."),
+    threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
+    quiet: bool = typer.Option(False, "--quiet"),
+    json_out: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
+) -> None:
+    """Quantization-aware fine-tune (PT2E QAT) of a trained checkpoint, for int8 exports that keep accuracy."""
+    from .qat import QATConfig, run_qat
+
+    _setup_logging(quiet)
+    if checkpoint.is_dir():
+        checkpoint = checkpoint / "model.safetensors"
+    summary = run_qat(QATConfig(checkpoint=str(checkpoint), data=str(data), out=str(out), epochs=epochs,
+                                batch_size=batch_size, lr=lr, seed=seed, threads=threads,
+                                max_steps_per_epoch=max_steps_per_epoch))
+    if json_out:
+        print(json.dumps(summary, indent=2))
+    elif not quiet:
+        key = "dice" if summary["task"] == "segmentation" else "accuracy"
+        test = summary["test"]
+        flat = {f"{when} QAT: {kind} {key}": test[when][kind].get(key) for when in ("before", "after")
+                for kind in ("float", "int8_simulated")}
+        flat["wall time (s)"] = summary["wall_time_s"]
+        _print_summary("qat", flat, out)
 
 
 def _decoder_list(text: str | None) -> list[int] | None:

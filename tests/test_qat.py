@@ -1,0 +1,112 @@
+"""`pocus qat`: a short PT2E quantization-aware fine-tune of a trained checkpoint (pocus_edge/finetune/qat.py).
+
+A tiny run on phantoms (64 px U-Net-ResNet18, a few steps) writes a checkpoint whose card says qat, which
+pocus-export turns into an int8 ONNX bundle with its agreement in parity.json, and a before/after table. The
+BatchNorm fold QAT trains through is exact, and writing the trained folded weights back into the checkpoint's
+own architecture gives the same float model (the "own float model" int8 is compared with).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from pocus_edge.errors import CheckpointError, ConfigError, DataError
+
+pytest.importorskip("torchao")
+pytest.importorskip("litert_torch")
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, phantom_dir):
+    from pocus_edge.finetune.train import FinetuneConfig, run_finetune
+
+    out = tmp_path_factory.mktemp("ft") / "run"
+    run_finetune(FinetuneConfig(task="segmentation", data=str(phantom_dir), out=str(out), architecture="resnet18",
+                                epochs=1, image_size=SIZE, batch_size=8, max_steps_per_epoch=2, threads=1))
+    return out / "model.safetensors"
+
+
+def test_qat_checkpoint_says_qat_and_exports_to_int8_onnx_with_agreement(checkpoint, phantom_dir, tmp_path,
+                                                                         capsys):
+    from pocus_edge.cli import _run, app
+    from pocus_edge.export import export
+
+    out = tmp_path / "qat"
+    _run(app, ["qat", str(checkpoint.parent), "--data", str(phantom_dir), "--out", str(out), "--epochs", "1",
+               "--max-steps-per-epoch", "2", "--threads", "1", "--quiet"])
+    card = json.loads((out / "model.json").read_text())
+    source = json.loads(checkpoint.with_suffix(".json").read_text())
+    assert card["kind"] == "task_model" and card["qat"]["method"].startswith("PT2E QAT")
+    assert card["qat"]["source_sha256"] == source["weights_sha256"] != card["weights_sha256"]
+    assert card["qat"]["export_ranges"].startswith("recalibrated") and card["qat"]["seed"] == 0
+    assert (card["encoder"], card["decoder_channels"], card["labels"]) == (
+        source["encoder"], source["decoder_channels"], source["labels"])
+    metrics = json.loads((out / "metrics.json").read_text())
+    for when in ("before", "after"):
+        row = metrics["test"][when]
+        assert 0 <= row["int8_agreement_dice_mean"] <= 1 and {"float", "int8_simulated"} <= set(row)
+    assert metrics["history"][0]["epoch"] == 1
+    report = (out / "qat_report.md").read_text()
+    assert "| before QAT |" in report and "| after QAT |" in report
+    manifest = export(str(out / "model.safetensors"), "onnx", "int8", tmp_path / "bundle", calib_data=phantom_dir,
+                      parity_thresholds={"dice_mean": 0.0, "dice_min": 0.0, "prob_abs_diff_mean": 1.0})
+    assert manifest["source"]["sha256"] == card["weights_sha256"]  # parity is against the QAT float model
+    assert manifest["parity"]["status"] == "passed" and 0 < manifest["parity"]["metrics"]["dice_mean"] <= 1
+    assert manifest["target_options"]["quantization"] == "static QDQ"
+
+
+def test_batchnorm_fold_and_write_back_are_exact():
+    from pocus_edge.finetune.qat import fold_batchnorm, unfold_into
+    from pocus_edge.models.registry import create_model
+
+    torch.manual_seed(0)
+    net = create_model("segmentation", "resnet18", 1, None).eval()
+    with torch.no_grad():  # BatchNorm statistics far from the identity, so a wrong fold shows
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.3, 3)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.2)
+    x = torch.rand(2, 3, SIZE, SIZE)
+    folded, pairs = fold_batchnorm(net, x)
+    assert len(pairs) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        folded.get_submodule(pairs[0][0]).weight.mul_(1.1)  # "training" changed the folded weights
+        back = unfold_into(create_model("segmentation", "resnet18", 1, None), folded.state_dict(), pairs)
+        assert torch.allclose(back(x), folded(x), rtol=1e-4, atol=1e-5)
+        assert not torch.allclose(back(x), net(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("change,error,message", [
+    ({"data": "missing-folder"}, DataError, r"--data .*missing-folder: no such folder"),
+    ({"epochs": 0}, ConfigError, r"--epochs"),
+    ({"lr": 0.0}, ConfigError, r"--lr"),
+])
+def test_bad_options_are_refused_before_anything_is_written(change, error, message, checkpoint, phantom_dir,
+                                                            tmp_path):
+    from pocus_edge.finetune.qat import QATConfig, run_qat
+
+    options = {"checkpoint": str(checkpoint), "data": str(phantom_dir), "out": str(tmp_path / "o"), **change}
+    if change.get("data"):
+        options["data"] = str(tmp_path / change["data"])
+    with pytest.raises(error, match=message):
+        run_qat(QATConfig(**options))
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_distilled_encoder_is_not_a_qat_checkpoint(tmp_path, phantom_dir):
+    from pocus_edge.finetune.qat import QATConfig, run_qat
+    from pocus_edge.models.encoder_io import save_encoder
+
+    encoder = torch.nn.Conv2d(3, 4, 3)
+    save_encoder(tmp_path / "student.safetensors", encoder, "resnet18", SIZE, {})
+    with pytest.raises(CheckpointError, match=r"not a pocus finetune checkpoint \(card kind 'encoder'\)"):
+        run_qat(QATConfig(checkpoint=str(tmp_path / "student.safetensors"), data=str(phantom_dir),
+                          out=str(tmp_path / "o")))
+    assert not (tmp_path / "o").exists()
