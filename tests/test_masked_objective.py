@@ -194,3 +194,14 @@ def test_cli_objective_runs_and_refuses_unused_settings(phantom_dir, tmp_path):
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.strip().splitlines()[-1].startswith("error: --recon-weight: only used by --objective")
     assert not (tmp_path / "run2").exists()
+
+
+def test_a_command_with_its_own_method_refuses_a_distill_objective(tmp_path):
+    from pocus_edge.distill.ddp import DistEnv
+    from pocus_edge.distill.method import TokenDistillation
+    from pocus_edge.distill.trainer import Distiller
+
+    env = DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
+    cfg = DistillConfig(out=str(tmp_path / "run"), objective="masked-consistency")
+    with pytest.raises(ConfigError, match="objective 'masked-consistency' is a `pocus distill` setting"):
+        Distiller(cfg, env, TokenDistillation())  # e.g. pocus kd (TaskKD) given a YAML with this objective
