@@ -17,7 +17,7 @@ CASES = [
     ("onnx", "fp32", {"nhwc": True, "palettize": 4, "io": "float", "compute_precision": "fp32"},
      r"--nhwc \(tflite only\), --palettize 4 \(coreml fp32/fp16 only\), --io float \(tflite int8 only\), "
      r"--compute-precision fp32 \(coreml only\) do not apply to onnx fp32, which takes: --batch 1\|dynamic, "
-     r"--fold-upsample, --ort-format\."),
+     r"--fold-upsample, .*--ort-format\b"),
     ("coreml", "int8", {"nhwc": True, "calib_data": "frames"}, r"--nhwc \(tflite only\) does not apply to coreml int8"),
     ("coreml", "fp16", {"calib_data": "frames"}, r"--calib-data frames \(onnx/tflite/coreml/tensorrt int8 only\) does "
      r"not apply to coreml fp16.*pass them as --parity-data DIR"),
@@ -29,7 +29,7 @@ CASES = [
     ("tflite", "int8", {"calib_data": "frames", "calibration_method": "entropy"},
      r"--calib-method entropy \(onnx/tensorrt int8 only\) does not apply to tflite int8"),
     ("onnx", "int8", {"calib_data": "frames", "calibration_method": "kmeans"},
-     r"--calib-method 'kmeans': choose minmax, entropy or percentile for onnx int8"),
+     r"--calib-method 'kmeans': choose minmax, entropy, percentile or auto for onnx int8"),
     ("coreml", "fp16", {"palettize": 5}, r"--palettize 5: choose 4, 6 or 8 for coreml fp16"),
     ("coreml", "fp16", {"palettize": "4"}, r"--palettize '4': choose 4, 6 or 8"),  # a string is not a bit count
     ("coreml", "int8", {"palettize": 4}, r"--palettize 4 \(coreml fp32/fp16 only\) does not apply to coreml int8"),
