@@ -29,6 +29,8 @@ _print_summary = print_summary
 @app.command()
 def distill(
     data: list[Path] = typer.Option(None, "--data", help="Folder(s) of unlabeled ultrasound (repeatable)."),
+    data_list: Path | None = typer.Option(None, "--data-list", help="Train only on the frames of --data this list "
+                                          "names (pocus corpus select --out; PATH or PATH#FRAME per line)."),
     out: Path | None = typer.Option(None, "--out", help="Run folder: checkpoints, student, metrics."),
     config: Path | None = typer.Option(None, "--config", help="YAML file with any of these settings."),
     teacher: str | None = typer.Option(None, help="timm DINOv3/DINOv2 ViT [vit_base_patch16_dinov3]."),
@@ -81,6 +83,7 @@ def distill(
 
     overrides = dict(
         data=[str(d) for d in data] if data else None, out=str(out) if out else None, teacher=teacher,
+        data_list=str(data_list) if data_list else None,
         teacher_weights=teacher_weights, student=student, blocks=_parse_blocks(blocks), aggregate=aggregate,
         image_size=image_size, batch_size=batch_size, accum_steps=accum_steps, epochs=epochs, max_steps=max_steps,
         lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, aug=aug, mixup=mixup, precision=precision,
@@ -361,10 +364,12 @@ def predict(
 
 
 from .bench.commands import bench_app  # noqa: E402
+from .data.commands import corpus_app  # noqa: E402
 from .finetune.commands import register as _register_finetune  # noqa: E402
 from .kd.commands import register as _register_kd  # noqa: E402
 
 app.add_typer(bench_app, name="bench")
+app.add_typer(corpus_app, name="corpus")
 _register_finetune(app)
 _register_kd(app)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,16 @@ from .readers import (
     video_frame_indices,
 )
 
-GROUP_COLUMNS = ("case_id", "patient_id", "source_file", "clip_id")
+# The manifest.csv columns that group frames for every split (this corpus split and `pocus finetune`'s, which
+# imports it): the first non-empty one in this order names a frame's group. finetune's order wins (it fixes the
+# recorded test splits): a row with both clip_id and source_file is grouped by clip_id. The shared BUSI, HC18 and
+# lung manifests have at most one of these columns, so their splits did not change when the two lists became one.
+GROUP_COLUMNS = ("case_id", "patient_id", "clip_id", "source_file")
+
+
+def manifest_group(row: dict[str, str]) -> str:
+    """The group id of one manifest.csv row: its first non-empty GROUP_COLUMNS value ("" when none)."""
+    return next((row[c] for c in GROUP_COLUMNS if row.get(c)), "")
 ANNOTATION_DIRS = {"mask", "masks", "annotation", "annotations", "label", "labels", "gt", "ground_truth"}
 ANNOTATION_SUFFIXES = ("_mask", "_annotation", "_seg", "_label")
 
@@ -76,7 +86,7 @@ def _manifest_groups(rows: list[dict[str, str]], root: Path) -> dict[str, str]:
     groups: dict[str, str] = {}
     for row in rows:
         rel = row.get("file")
-        group = next((row[c] for c in GROUP_COLUMNS if row.get(c)), "")
+        group = manifest_group(row)
         if rel and group:
             groups[str(Path(rel))] = f"{root.name}:{group}"
     return groups
@@ -119,10 +129,12 @@ def pixel_digest(pixels) -> str:
     return hashlib.sha256(str(pixels.shape).encode() + pixels.tobytes()).hexdigest()
 
 
-def scan_corpus(roots: list[Path], max_video_frames: int = 32, exclude: set[str] | None = None) -> Corpus:
+def scan_corpus(roots: list[Path], max_video_frames: int = 32, exclude: set[str] | None = None,
+                on_frame: Callable | None = None) -> Corpus:
     """Scan folders (or single files) into a Corpus; raises DataError when nothing usable is found.
 
     Frames whose pixel digest is in `exclude` (e.g. a labelled test split) are left out and listed in `excluded`.
+    `on_frame(root, ref, pixels, digest)` is called for every kept frame (pocus corpus: hashes without a 2nd decode).
     """
     frames: list[FrameRef] = []
     digests: list[str] = []
@@ -161,6 +173,8 @@ def scan_corpus(roots: list[Path], max_video_frames: int = 32, exclude: set[str]
                 group = groups.get(rel, f"{root.name}:{rel}")
                 frames.append(FrameRef(path=str(path), frame=index, group=group))
                 digests.append(digest)
+                if on_frame is not None:
+                    on_frame(root, frames[-1], pixels, digest)
     if not frames:
         where = ", ".join(map(str, roots))
         detail = ""

@@ -23,6 +23,7 @@ class DistillConfig:
     """Settings of one distillation run; saved as RUN_DIR/config.yaml."""
 
     data: list[str] = field(default_factory=list)
+    data_list: str = ""  # frame list (pocus corpus select): train only on these frames of `data`; "" = all frames
     out: str = ""
     teacher: str = "vit_base_patch16_dinov3"
     teacher_weights: str = ""
@@ -80,6 +81,9 @@ class DistillConfig:
             raise ConfigError(f"resume: {self.resume!r}: use true, false or auto")
         if not self.data:
             raise ConfigError("no --data given: pass one or more folders of ultrasound images")
+        if self.data_list and not Path(self.data_list).is_file():
+            raise ConfigError(f"--data-list {self.data_list}: no such file; pass the list written by "
+                              "`pocus corpus select --out`")
         if not self.out:
             raise ConfigError("no --out given: pass the run folder for checkpoints and the student")
         if not self.teacher_weights:

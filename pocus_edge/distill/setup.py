@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..data.corpus import Corpus, FrameRef, scan_corpus, split_by_group
+from ..data.frame_list import keep_listed
 from ..errors import ConfigError, DataError
 from ..models.student import DistillStudent, ProjectionHead, build_student, feature_channels
 from ..models.teacher import RANDOM_WEIGHTS, Teacher, build_teacher
@@ -29,6 +30,8 @@ class RunData:
     held_out: list[FrameRef]
     plan: BatchPlan
     total_steps: int
+    data_list_sha256: str | None = None  # --data-list / --transfer-list: in the resume fingerprint
+    unlisted: int = 0  # scanned frames the list leaves out
 
 
 def prepare_data(cfg: DistillConfig, env: DistEnv, exclude: set[str] | None = None, expand: int = 0) -> RunData:
@@ -38,6 +41,14 @@ def prepare_data(cfg: DistillConfig, env: DistEnv, exclude: set[str] | None = No
     (variant k of frame i sits at k * n + i, see kd.transfer.ExpandedFrames).
     """
     corpus = scan_corpus([Path(d) for d in cfg.data], max_video_frames=cfg.max_video_frames, exclude=exclude)
+    list_sha, unlisted = None, 0
+    if cfg.data_list:
+        from ..io import sha256_file
+
+        list_sha = sha256_file(Path(cfg.data_list))
+        corpus, unlisted = keep_listed(corpus, Path(cfg.data_list))
+        log.info("frame list %s: %d listed frame(s) kept, %d scanned frame(s) not listed dropped", cfg.data_list,
+                 len(corpus.frames), unlisted)
     train, held_out = split_by_group(corpus.frames, cfg.held_out_fraction, cfg.seed)
     if len(held_out) > cfg.max_held_out:  # whole groups beyond the R² sample go back to training, none is unused
         groups: list[str] = []
@@ -68,7 +79,7 @@ def prepare_data(cfg: DistillConfig, env: DistEnv, exclude: set[str] | None = No
         raise ConfigError(str(exc))
     plan = BatchPlan(len(train), cfg.batch_size, env.world_size, env.rank, accum, cfg.seed)
     total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * plan.steps_per_epoch
-    return RunData(corpus, train, held_out, plan, total)
+    return RunData(corpus, train, held_out, plan, total, list_sha, unlisted)
 
 
 def build_models(cfg: DistillConfig, device: torch.device) -> tuple[Teacher, DistillStudent]:

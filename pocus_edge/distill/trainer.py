@@ -92,7 +92,7 @@ class Distiller:
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.data = self.method.prepare_data(cfg, env)
         self.save_every, self.save_unit = parse_save_every(cfg.save_every)
-        self.fingerprint = self.method.fingerprint(cfg)
+        self.fingerprint = {**self.method.fingerprint(cfg), "data_list_sha256": self.data.data_list_sha256}
         self.teacher, self.student = self.method.build_models(cfg, env.device)
         self.optimizer, self.scheduler = build_optimizer(cfg, self.student, self.data.total_steps)
         self.amp_dtype = autocast_dtype(cfg, env.device)
@@ -139,7 +139,7 @@ class Distiller:
         changed = [k for k, v in self.fingerprint.items() if saved_fingerprint.get(k) != v]
         if changed:
             raise ConfigError(f"--resume: {', '.join(changed)} differ from the run in {self.run_dir} (the teacher's "
-                              "weights changed); use the original files or a new --out")
+                              "weights or the frame list changed); use the original files or a new --out")
         return found
 
     def _restore(self, found: tuple[Path, dict]) -> None:
@@ -295,6 +295,8 @@ class Distiller:
             "held_out_images": len(self.data.held_out),
             "skipped_files": len(self.data.corpus.skipped),
             "duplicates_removed": len(self.data.corpus.duplicates),
+            "data_list_sha256": self.data.data_list_sha256,
+            "unlisted_frames_dropped": self.data.unlisted,
             "held_out_r2_start": r2_start,
             "held_out_r2_end": r2_end,
             "world_size": self.env.world_size,

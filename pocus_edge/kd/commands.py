@@ -23,6 +23,8 @@ def kd(
                                 "resnet50, resnet18, mobilenetv3_large_100, mobilenetv3_small_100, efficientnet_b0."),
     transfer: list[Path] = typer.Option(..., "--transfer", help="Unlabeled transfer-set folder(s) (repeatable); "
                                         "images of --data's validation and test splits are removed by content."),
+    transfer_list: Path | None = typer.Option(None, "--transfer-list", help="Distil only on the frames of "
+                                              "--transfer this list names (pocus corpus select --out)."),
     data: Path = typer.Option(..., "--data", help="Labelled folder for stage 2 (same layout as pocus finetune)."),
     out: Path = typer.Option(..., "--out", help="Run folder: kd/ (stage 1) and the final finetune checkpoint."),
     label_fraction: float = typer.Option(1.0, help="Share of the training split used in stage 2 (0 < F <= 1)."),
@@ -62,10 +64,14 @@ def kd(
 
     if task not in TASKS:
         raise ConfigError(f"task {task!r}: use seg or cls")
+    if transfer_list is not None and not transfer_list.is_file():
+        raise ConfigError(f"--transfer-list {transfer_list}: no such file; pass the list written by "
+                          "`pocus corpus select --out`")
     setup_logging(quiet)
     widths = parse_decoder_channels(decoder_channels)
     cfg = KDConfig(task=TASKS[task], teacher_checkpoint=str(teacher), student=canonical_arch(student, "--student"),
-                   data=[str(t) for t in transfer], labeled_data=str(data), out=str(out),
+                   data=[str(t) for t in transfer], data_list=str(transfer_list or ""), labeled_data=str(data),
+                   out=str(out),
                    label_fraction=label_fraction, epochs=kd_epochs or epochs, max_steps=max_steps,
                    finetune_epochs=finetune_epochs or epochs, finetune_max_steps_per_epoch=max_steps_per_epoch,
                    batch_size=batch_size, finetune_batch_size=batch_size, image_size=image_size, lr=lr,
