@@ -31,6 +31,9 @@ def distill(
     data: list[Path] = typer.Option(None, "--data", help="Folder(s) of unlabeled ultrasound (repeatable)."),
     data_list: Path | None = typer.Option(None, "--data-list", help="Train only on the frames of --data this list "
                                           "names (pocus corpus select --out; PATH or PATH#FRAME per line)."),
+    crop_overlays: bool | None = typer.Option(None, "--crop-overlays/--no-crop-overlays", help="Crop each frame to "
+                                              "its ultrasound region (DICOM regions, else the largest bright "
+                                              "component) so burned-in text and rulers never reach the teacher."),
     out: Path | None = typer.Option(None, "--out", help="Run folder: checkpoints, student, metrics."),
     config: Path | None = typer.Option(None, "--config", help="YAML file with any of these settings."),
     teacher: str | None = typer.Option(None, help="timm DINOv3/DINOv2 ViT [vit_base_patch16_dinov3]."),
@@ -83,7 +86,7 @@ def distill(
 
     overrides = dict(
         data=[str(d) for d in data] if data else None, out=str(out) if out else None, teacher=teacher,
-        data_list=str(data_list) if data_list else None,
+        data_list=str(data_list) if data_list else None, crop_overlays=crop_overlays,
         teacher_weights=teacher_weights, student=student, blocks=_parse_blocks(blocks), aggregate=aggregate,
         image_size=image_size, batch_size=batch_size, accum_steps=accum_steps, epochs=epochs, max_steps=max_steps,
         lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, aug=aug, mixup=mixup, precision=precision,

@@ -142,6 +142,22 @@ def test_crop_overlays_keeps_the_fan_and_drops_text_and_ruler():
     assert crop_overlays(plain) is plain
 
 
+def test_crop_overlays_reaches_the_distill_data_path(tmp_path):
+    """distill --crop-overlays: the frames the training and held-out datasets load are the cropped fan."""
+    from pocus_edge.data.corpus import scan_corpus
+    from pocus_edge.data.dataset import AugmentedFrames, load_frame
+    from pocus_edge.distill.setup import RESUME_FIELDS
+
+    img, fan = _fan_with_text()
+    Image.fromarray(img).save(tmp_path / "scanner.png")
+    (ref,) = scan_corpus([tmp_path], crop_overlays=True).frames
+    loaded = load_frame(ref)
+    assert tuple(loaded.shape[1:]) == crop_overlays(img).shape and round(float(loaded.max()) * 255) <= 200
+    assert tuple(load_frame(scan_corpus([tmp_path]).frames[0]).shape[1:]) == img.shape  # off: the whole frame
+    assert AugmentedFrames([ref], 64, "ultrasound")[(0, 1)].shape == (3, 64, 64)
+    assert "crop_overlays" in RESUME_FIELDS  # a resume cannot switch the crop on or off
+
+
 def test_budget_and_quotas_by_hand():
     assert parse_budget("25%", 40) == 10 and parse_budget("7", 40) == 7 and parse_budget("0.1%", 40) == 1
     for bad in ("0", "-3", "0%", "150%", "ten", "nan%"):
@@ -169,8 +185,8 @@ def test_dual_rank_by_hand():
 def _settings(cine_dir: Path, out: Path, method: str = "dual-rank", **kw) -> SelectSettings:
     teacher = TeacherSpec("vit_small_patch16_dinov3", "random", TINY_TEACHER, (), "concat", True, 64, kw.pop("seed", 0))
     return SelectSettings(data=[str(cine_dir)], out=str(out), budget=kw.pop("budget", "50%"), method=method,
-                          teacher=teacher, proxy=ProxySpec(epochs=2, batch_size=8), seed=teacher.seed,
-                          batch_size=8, **kw)
+                          teacher=teacher, proxy=ProxySpec(student="resnet10t", epochs=2, batch_size=8),
+                          seed=teacher.seed, batch_size=8, **kw)
 
 
 def test_random_select_is_seeded_and_respects_the_budget(cine_dir, tmp_path):

@@ -48,6 +48,7 @@ class FrameRef:
     path: str
     frame: int | None
     group: str
+    crop: bool = False  # --crop-overlays: decoded through data.overlay.read_cropped (dataset.load_frame)
 
 
 @dataclass
@@ -130,11 +131,12 @@ def pixel_digest(pixels) -> str:
 
 
 def scan_corpus(roots: list[Path], max_video_frames: int = 32, exclude: set[str] | None = None,
-                on_frame: Callable | None = None) -> Corpus:
+                on_frame: Callable | None = None, crop_overlays: bool = False) -> Corpus:
     """Scan folders (or single files) into a Corpus; raises DataError when nothing usable is found.
 
     Frames whose pixel digest is in `exclude` (e.g. a labelled test split) are left out and listed in `excluded`.
     `on_frame(root, ref, pixels, digest)` is called for every kept frame (pocus corpus: hashes without a 2nd decode).
+    `crop_overlays` marks every frame to be cropped to its ultrasound region when loaded (digests stay uncropped).
     """
     frames: list[FrameRef] = []
     digests: list[str] = []
@@ -171,7 +173,7 @@ def scan_corpus(roots: list[Path], max_video_frames: int = 32, exclude: set[str]
                     continue
                 seen[digest] = ref
                 group = groups.get(rel, f"{root.name}:{rel}")
-                frames.append(FrameRef(path=str(path), frame=index, group=group))
+                frames.append(FrameRef(path=str(path), frame=index, group=group, crop=crop_overlays))
                 digests.append(digest)
                 if on_frame is not None:
                     on_frame(root, frames[-1], pixels, digest)

@@ -19,7 +19,12 @@ from .transforms import augment, eval_transform, normalize
 
 def load_frame(ref: FrameRef) -> torch.Tensor:
     """Decode a frame to a 1xHxW float tensor in [0, 1]."""
-    pixels = read_frame(Path(ref.path), ref.frame)
+    if ref.crop:
+        from .overlay import read_cropped
+
+        pixels = read_cropped(Path(ref.path), ref.frame)
+    else:
+        pixels = read_frame(Path(ref.path), ref.frame)
     return torch.from_numpy(np.array(pixels, copy=True)).float().div_(255.0).unsqueeze(0)
 
 

@@ -24,6 +24,7 @@ class DistillConfig:
 
     data: list[str] = field(default_factory=list)
     data_list: str = ""  # frame list (pocus corpus select): train only on these frames of `data`; "" = all frames
+    crop_overlays: bool = False  # crop frames to the ultrasound region (data/overlay.py): no burned-in text
     out: str = ""
     teacher: str = "vit_base_patch16_dinov3"
     teacher_weights: str = ""

@@ -40,7 +40,8 @@ def prepare_data(cfg: DistillConfig, env: DistEnv, exclude: set[str] | None = No
     `exclude`: pixel digests to keep out of the corpus; `expand`: the training frames are listed 1 + expand times
     (variant k of frame i sits at k * n + i, see kd.transfer.ExpandedFrames).
     """
-    corpus = scan_corpus([Path(d) for d in cfg.data], max_video_frames=cfg.max_video_frames, exclude=exclude)
+    corpus = scan_corpus([Path(d) for d in cfg.data], max_video_frames=cfg.max_video_frames, exclude=exclude,
+                         crop_overlays=cfg.crop_overlays)
     list_sha, unlisted = None, 0
     if cfg.data_list:
         from ..io import sha256_file
@@ -131,7 +132,7 @@ RESUME_FIELDS = ("teacher", "teacher_kwargs", "blocks", "aggregate", "teacher_no
                  "head_hidden", "image_size", "batch_size", "accum_steps", "max_micro_batch", "epochs", "max_steps",
                  "lr", "min_lr", "weight_decay", "warmup_steps", "clip_grad", "precision", "seed", "aug", "mixup",
                  "held_out_fraction", "max_held_out", "max_video_frames", "data", "exclude_eval_splits",
-                 "eval_split_seed", "objective")
+                 "eval_split_seed", "objective", "crop_overlays")
 
 
 def check_resume_compatible(saved: dict, cfg: DistillConfig, fields: tuple[str, ...] = RESUME_FIELDS) -> None:
