@@ -96,6 +96,17 @@ def _squared_distances(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return out
 
 
+def _assign(x: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(nearest centre, its squared distance) per row, chunk by chunk: memory O(CHUNK x K), never N x K."""
+    labels = np.empty(len(x), dtype=np.int64)
+    own = np.empty(len(x), dtype=np.float32)
+    for start in range(0, len(x), CHUNK):
+        dist = _squared_distances(x[start:start + CHUNK], centres)
+        labels[start:start + len(dist)] = dist.argmin(1)
+        own[start:start + len(dist)] = dist[np.arange(len(dist)), labels[start:start + len(dist)]]
+    return labels, own
+
+
 def kmeans(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(labels, distance to own centre) of k-means on the unit-normalised rows of x (see the module docstring)."""
     rng = np.random.default_rng(seed)
@@ -110,12 +121,10 @@ def kmeans(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     centres_arr = np.stack(centres).astype(np.float32)
     labels = np.full(n, -1)
     for _ in range(MAX_KMEANS_ITERATIONS):
-        dist = _squared_distances(x, centres_arr)
-        new = dist.argmin(1)
+        new, own = _assign(x, centres_arr)
         if np.array_equal(new, labels):
             break
         labels = new
-        own = dist[np.arange(n), labels]
         for c in range(k):
             members = np.flatnonzero(labels == c)
             if len(members) == 0:  # re-seed an emptied cluster with the worst-fitting point
@@ -127,8 +136,8 @@ def kmeans(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
             for start in range(0, len(members), CHUNK):
                 total += _unit_rows(x[members[start:start + CHUNK]]).sum(0)
             centres_arr[c] = (total / len(members)).astype(np.float32)
-    dist = _squared_distances(x, centres_arr)
-    return labels, np.sqrt(dist[np.arange(n), labels])
+    labels, own = _assign(x, centres_arr)
+    return labels, np.sqrt(own)
 
 
 def quality_scores(norms: np.ndarray) -> np.ndarray:
@@ -169,7 +178,7 @@ def kcenter(x: np.ndarray, budget: int, seed: int) -> np.ndarray:
         pick = int(nearest.argmax())
         chosen.append(pick)
         nearest = np.minimum(nearest, _squared_distances(x, _unit_rows(x[[pick]]))[:, 0])
-        nearest[chosen] = -1.0
+        nearest[pick] = -1.0  # taken frames stay at -1 (the minimum keeps it), never picked again
     return np.sort(np.array(chosen))
 
 
@@ -239,8 +248,9 @@ def select_frames(s: SelectSettings) -> dict:
             k = s.clusters or max(1, min(256, round(math.sqrt(budget))))
             k = min(k, len(pool))
             with progress_bar(s.quiet) as bar:
-                bar.add_task("k-means", total=None)
+                task = bar.add_task("k-means", total=1)
                 labels, distances = kmeans(emb, k, s.seed)
+                bar.advance(task)
             picked = dual_rank(labels, distances, quality_scores(norms), budget, s.distance_order)
             taken = np.isin(np.arange(len(pool)), picked)
             clusters = [{"cluster": c, "size": int((labels == c).sum()), "selected": int(taken[labels == c].sum())}
