@@ -141,9 +141,9 @@ def test_backend_choice_errors(bundle_factory):
 @pytest.mark.data
 def test_backends_agree_on_real_images(bundle_factory):
     """onnx fp32 and tflite fp32 bundles of one model: masks agree with each other and with PyTorch."""
-    from pocus_edge.export.parity import dice, reference_outputs
+    from pocus_edge.export.parity import reference_outputs
     from pocus_edge.export.source import resolve_model
-    from pocus_edge.runtime.results import sigmoid
+    from pocus_edge.runtime.postprocess import dice, sigmoid
 
     data = require_shared_data()
     paths = sorted((data / "busi" / "images").glob("*.png"))[::60][:12]

@@ -19,7 +19,7 @@ import numpy as np
 
 from pocus_edge.runtime.images import load_gray
 from pocus_edge.runtime.manifest import validate_manifest
-from pocus_edge.runtime.preprocess import model_input, resize_bilinear
+from pocus_edge.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, model_input, resize_bilinear
 from pocus_edge.runtime.results import output_as_float, postprocess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,7 +30,7 @@ BASE = {
     "inputs": [{"name": "image", "shape": [1, 3, 48, 64], "dtype": "float32", "layout": "NCHW", "channels": 3,
                 "value_range": [-2.1, 2.7]}],
     "preprocessing": {"image_size": [48, 64], "resize": "stretch", "interpolation": "bilinear_antialias",
-                      "scale": 1 / 255, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                      "scale": 1 / 255, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                       "gray_to_rgb": "replicate", "color_to_gray": "bt601_luma", "raw_input": False},
     "outputs": [{"name": "mask_logits", "shape": [1, 1, 48, 64], "dtype": "float32", "layout": "NCHW",
                  "meaning": "mask_logits"}],

@@ -17,15 +17,15 @@ from ..errors import ConfigError
 def bench_parity(bundles: list[Path], reference: Path, data: Path, split: str = "test", seed: int = 0,
                  threads: int | None = None) -> list[dict[str, Any]]:
     """One row per bundle: agreement metrics, ground-truth metrics, and the reference's ground-truth metrics."""
-    import torch
-
     from ..export.parity import compare
     from ..export.source import resolve_model
     from ..finetune.data import load_pair, read_samples, split_samples
     from ..finetune.evaluate import evaluate_outputs
+    from ..models.inference import frame_outputs
     from ..runtime import load
     from ..runtime.images import to_gray01
-    from ..runtime.preprocess import normalization, normalized_chw
+    from ..runtime.postprocess import postprocessing_for
+    from ..runtime.preprocess import normalization
 
     net, spec = resolve_model(str(reference), None)
     if spec.task == "embedding":
@@ -36,10 +36,10 @@ def bench_parity(bundles: list[Path], reference: Path, data: Path, split: str = 
     pre = normalization(spec.image_size, spec.mean, spec.std)
 
     def torch_predict(grays: list[np.ndarray]) -> np.ndarray:
-        with torch.no_grad():
-            return net(torch.from_numpy(np.stack([normalized_chw(g, pre) for g in grays]))).numpy()
+        return frame_outputs(net, grays, pre)
 
-    reference_gt = evaluate_outputs(spec.task, samples, spec.labels, torch_predict)["summary"]
+    post = postprocessing_for(spec.task, spec.labels, spec.threshold)  # the card's threshold
+    reference_gt = evaluate_outputs(spec.task, samples, spec.labels, torch_predict, post=post)["summary"]
     grays = [to_gray01(load_pair(s)[0]) for s in samples]
     ref_out = torch_predict(grays)
     rows = []
@@ -49,7 +49,8 @@ def bench_parity(bundles: list[Path], reference: Path, data: Path, split: str = 
         if m["task"] != spec.task:
             raise ConfigError(f"{bundle}: a {m['task']} bundle cannot be compared with a {spec.task} reference")
         out = predictor.raw_outputs(grays)
-        gt = evaluate_outputs(spec.task, samples, spec.labels, predictor.raw_outputs)["summary"]
+        gt = evaluate_outputs(spec.task, samples, spec.labels, predictor.raw_outputs,
+                              post=m["postprocessing"])["summary"]
         key = "dice" if spec.task == "segmentation" else "accuracy"
         rows.append({"bundle": str(bundle), "target": m["target"], "precision": m["precision"],
                      "backend": predictor.backend.name, "images": len(samples), "split": split,

@@ -37,6 +37,8 @@ GROUP_COLUMNS = ("case_id", "patient_id", "clip_id", "source_file")
 def manifest_group(row: dict[str, str]) -> str:
     """The group id of one manifest.csv row: its first non-empty GROUP_COLUMNS value ("" when none)."""
     return next((row[c] for c in GROUP_COLUMNS if row.get(c)), "")
+
+
 ANNOTATION_DIRS = {"mask", "masks", "annotation", "annotations", "label", "labels", "gt", "ground_truth"}
 ANNOTATION_SUFFIXES = ("_mask", "_annotation", "_seg", "_label")
 

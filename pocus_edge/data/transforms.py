@@ -18,8 +18,8 @@ import math
 import torch
 import torchvision.transforms.v2.functional as TF
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from ..runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD  # the one definition (torch-free, for the runtime)
+
 AUG_PRESETS = ("ultrasound", "natural")
 
 

@@ -17,6 +17,7 @@ import torch
 from .. import __version__
 from ..errors import ConfigError
 from ..runtime.measure import parse_measurements
+from ..runtime.postprocess import postprocessing_for as postprocess_block
 from .base import ExportError, ExportRequest, version_of
 from .bundle import discard, hash_files, make_workdir, now_iso, publish, write_manifest
 from .parity import compare, judge, reference_outputs, thresholds_for
@@ -41,12 +42,8 @@ def preprocessing_for(spec, raw_input: bool) -> dict[str, Any]:
 
 
 def postprocessing_for(spec) -> dict[str, Any]:
-    if spec.task == "segmentation":
-        return {"activation": "sigmoid" if spec.labels and len(spec.labels) <= 2 else "softmax",
-                "threshold": spec.threshold, "mask_resize": "bilinear_probabilities"}
-    if spec.task == "classification":
-        return {"activation": "softmax", "threshold": None, "mask_resize": "none"}
-    return {"activation": "l2_normalize", "threshold": None, "mask_resize": "none"}
+    """The manifest's postprocessing block, with the card's threshold (rules in runtime/postprocess.py)."""
+    return postprocess_block(spec.task, spec.labels, spec.threshold)
 
 
 def count_flops(model: torch.nn.Module, image_size: int, channels: int = 3) -> int | None:

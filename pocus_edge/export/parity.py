@@ -12,12 +12,11 @@ import math
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..runtime.preprocess import normalized_chw
-from ..runtime.results import sigmoid, softmax
+from ..models.inference import frame_outputs
+from ..runtime.postprocess import activate, mask_dice, softmax, to_mask
 from .base import ExportError
 
 # metric -> (direction, fp32, fp16, int8); "min": value must be >= threshold, "max": value must be <= threshold
@@ -42,43 +41,24 @@ def thresholds_for(task: str, precision: str, overrides: dict[str, float] | None
     return table
 
 
-@torch.no_grad()
 def reference_outputs(model: nn.Module, images: list[np.ndarray], preprocessing: dict[str, Any]) -> np.ndarray:
     """PyTorch fp32 outputs on normalised 3-channel input built by the runtime's own pre-processing."""
-    pre = dict(preprocessing, raw_input=False)
-    outs = []
-    for i in range(0, len(images), 8):
-        x = torch.from_numpy(np.stack([normalized_chw(im, pre) for im in images[i:i + 8]]))
-        outs.append(model(x).float().numpy())
-    return np.concatenate(outs)
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two binary masks; two empty masks agree perfectly (1.0)."""
-    a, b = a.astype(bool), b.astype(bool)
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+    return frame_outputs(model, images, preprocessing, batch_size=8)
 
 
 def compare(task: str, ref: np.ndarray, out: np.ndarray, threshold: float | None) -> dict[str, float]:
     """Parity metrics between reference and exported outputs (N x ... each); non-finite outputs are an error."""
     if ref.shape != out.shape:
-        raise ValueError(f"exported output shape {out.shape} differs from PyTorch {ref.shape}")
+        raise ExportError(f"parity: the exported model's output shape {tuple(out.shape)} differs from PyTorch's "
+                          f"{tuple(ref.shape)}; the bundle was not exported from this checkpoint (bench parity: pass "
+                          "the --reference it came from) or the conversion changed the graph: re-export it")
     check_finite(ref, "the PyTorch fp32 reference")
     check_finite(out, "the exported model")
-    if task == "segmentation":
-        if ref.shape[1] == 1:
-            pr, po = sigmoid(ref), sigmoid(out)
-            t = 0.5 if threshold is None else threshold
-            mr, mo = pr[:, 0] >= t, po[:, 0] >= t
-        else:
-            pr, po = softmax(ref, axis=1), softmax(out, axis=1)
-            mr, mo = pr.argmax(1), po.argmax(1)
-        if ref.shape[1] == 1:
-            dices = [dice(mr[i], mo[i]) for i in range(len(ref))]
-        else:  # multi-class: mean over foreground classes
-            dices = [float(np.mean([dice(mr[i] == k, mo[i] == k) for k in range(1, ref.shape[1])]))
-                     for i in range(len(ref))]
+    if task == "segmentation":  # masks at model resolution, by the runtime's rules (runtime/postprocess.py)
+        activation = "sigmoid" if ref.shape[1] == 1 else "softmax"
+        pr, po = activate(ref, activation, axis=1), activate(out, activation, axis=1)
+        mr, mo = to_mask(pr, threshold, axis=1), to_mask(po, threshold, axis=1)
+        dices = [mask_dice(mr[i], mo[i], ref.shape[1]) for i in range(len(ref))]  # multi-class: foreground mean
         diff = np.abs(pr - po)
         return {"dice_mean": float(np.mean(dices)), "dice_min": float(np.min(dices)),
                 "prob_abs_diff_mean": float(diff.mean()), "prob_abs_diff_max": float(diff.max()),

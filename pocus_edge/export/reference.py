@@ -20,6 +20,7 @@ import numpy as np
 from .. import __version__
 from ..errors import ConfigError
 from ..io import atomic_write, atomic_write_json, sha256_file
+from ..runtime.postprocess import softmax
 from ..runtime.preprocess import model_input
 from ..runtime.selftest import DTYPES, FOLDER, FORMAT, INDEX, tolerance_for
 from .base import ExportError, version_of
@@ -106,16 +107,11 @@ def _runtime_outputs(workdir: Path, inputs: list[np.ndarray], backend: str) -> l
 
 def _pytorch_outputs(model: Any, inputs: list[np.ndarray], manifest: dict[str, Any]) -> list[np.ndarray]:
     """The converted torch model on the stored inputs (softmax added where the target's output is probabilities)."""
-    import torch
+    from ..models.inference import torch_outputs
 
-    outs = []
-    with torch.no_grad():
-        for x in inputs:
-            y = model(torch.from_numpy(x.astype(np.float32))).float()
-            if manifest["outputs"][0]["meaning"] == "probabilities":
-                y = torch.softmax(y, dim=1)
-            outs.append(y.numpy().astype(np.float32))
-    return outs
+    probabilities = manifest["outputs"][0]["meaning"] == "probabilities"
+    outs = [torch_outputs(model, x) for x in inputs]
+    return [softmax(y, axis=1) if probabilities else y for y in outs]
 
 
 def _provenance(engine: str, skip_reason: str | None, target: str) -> dict[str, Any]:

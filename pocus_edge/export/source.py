@@ -16,6 +16,7 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError
 from ..models.registry import BUILTIN_LABELS, builtin_models, create_model, load_task_model
 from ..models.tasks import TaskSpec, randomize_batchnorm
+from ..runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from .wrappers import calibrate_smoke_head
 
 BUILTINS = builtin_models()
@@ -59,8 +60,7 @@ def _from_checkpoint(path: Path, image_size: int | None) -> tuple[nn.Module, Tas
     size = image_size or int(card.get("input_size", [256])[0])
     norm = card.get("normalization", {})
     common = dict(image_size=size, source=str(path), source_sha256=card.get("weights_sha256"),
-                  mean=tuple(norm.get("mean", (0.485, 0.456, 0.406))),
-                  std=tuple(norm.get("std", (0.229, 0.224, 0.225))))
+                  mean=tuple(norm.get("mean", IMAGENET_MEAN)), std=tuple(norm.get("std", IMAGENET_STD)))
     if kind == "encoder":
         state, card = load_encoder_state(path)
         model = create_model("embedding", card["architecture"])

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..data.corpus import manifest_group
 from ..data.readers import read_frame_checked, read_manifest_csv
 from ..errors import DataError
 
-GROUP_COLUMNS = ("case_id", "patient_id", "clip_id", "source_file")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
 
@@ -49,7 +49,7 @@ def read_samples(root: Path, task: str) -> list[Sample]:
         for row in read_manifest_csv(root):
             if row.get("split") == "test_unlabeled":
                 continue
-            group = next((row[c] for c in GROUP_COLUMNS if row.get(c)), row["file"])
+            group = manifest_group(row) or row["file"]  # GROUP_COLUMNS order: data/corpus.py
             mask = row.get("mask") or None
             samples.append(Sample(str(root / row["file"]), str(root / mask) if mask else None, row.get("label") or None,
                                   group, _float(row.get("resized_pixel_size_mm") or row.get("pixel_size_mm"))))

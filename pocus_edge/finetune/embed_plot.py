@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from ..runtime.preprocess import normalization, normalized_chw
+from ..models.inference import frame_outputs
+from ..runtime.preprocess import normalization
 
 
 def _frames(folder: Path, per_dataset: int) -> list[np.ndarray]:
@@ -60,10 +61,7 @@ def embed_plot(encoders: list[str], data: list[Path], out: Path, per_dataset: in
         name, model = _encoder(spec, architecture)
         vectors, owners = [], []
         for dataset, images in frames.items():
-            for i in range(0, len(images), 16):
-                x = torch.from_numpy(np.stack([normalized_chw(g, pre) for g in images[i:i + 16]]))
-                with torch.no_grad():
-                    vectors.append(model(x).numpy())
+            vectors.append(frame_outputs(model, images, pre))
             owners += [dataset] * len(images)
         points = TSNE(n_components=2, perplexity=min(30, len(owners) - 1), random_state=seed,
                       init="pca").fit_transform(np.concatenate(vectors))

@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_json, nan_to_null
+from ..runtime.postprocess import postprocessing_for
 from ..runtime.preprocess import normalization
 from .data import read_samples, split_samples
 from .evaluate import evaluate_outputs
@@ -21,7 +20,8 @@ from .measure_eval import check_measure, circumference_summary, read_truth
 
 
 def _predictor(model: Path, threads: int | None):
-    """(predict(grays) -> raw outputs, task, labels, description) for a bundle folder or a checkpoint."""
+    """(predict(grays) -> raw outputs, task, labels, description, postprocessing) for a bundle folder or a checkpoint
+    (a checkpoint's postprocessing is the block its bundle would get, with its card's threshold)."""
     if Path(model).is_dir() and (Path(model) / "manifest.json").is_file():
         from ..runtime import load
 
@@ -29,23 +29,17 @@ def _predictor(model: Path, threads: int | None):
         m = predictor.manifest
         if m["task"] == "embedding":
             raise ConfigError(f"{model}: an embedding bundle has no ground truth to compare with")
-        return predictor.raw_outputs, m["task"], list(m["labels"]), f"bundle {m['target']} {m['precision']}"
-    import torch
-
+        return (predictor.raw_outputs, m["task"], list(m["labels"]), f"bundle {m['target']} {m['precision']}",
+                m["postprocessing"])
     from ..export.source import resolve_model
+    from ..models.inference import frame_outputs
 
     net, spec = resolve_model(str(model), None)
     if spec.task == "embedding":
         raise ConfigError(f"{model}: an encoder has no task head; fine-tune it first")
     pre = normalization(spec.image_size, spec.mean, spec.std)
-
-    def predict(grays: list[np.ndarray]) -> np.ndarray:
-        from ..runtime.preprocess import normalized_chw
-
-        with torch.no_grad():
-            return net(torch.from_numpy(np.stack([normalized_chw(g, pre) for g in grays]))).numpy()
-
-    return predict, spec.task, spec.labels, "pytorch fp32 checkpoint"
+    post = postprocessing_for(spec.task, spec.labels, spec.threshold)
+    return lambda grays: frame_outputs(net, grays, pre), spec.task, spec.labels, "pytorch fp32 checkpoint", post
 
 
 def run_eval(model: Path, data: Path, split: str, seed: int, threads: int | None,
@@ -57,14 +51,14 @@ def run_eval(model: Path, data: Path, split: str, seed: int, threads: int | None
         raise ConfigError(f"--split {split!r}: choose test, val, train or all")
     if measure is not None:
         check_measure(measure)
-    predict, task, labels, what = _predictor(model, threads)
+    predict, task, labels, what, post = _predictor(model, threads)
     if measure is not None and task != "segmentation":
         raise ConfigError(f"--measure {measure}: {model} is a {task} model; measurements need a segmentation model")
     samples = read_samples(data, task)
     splits = _splits(samples, seed, task, split, measure)
     chosen = samples if split == "all" else splits[split]
     truth = read_truth(data, chosen, measure) if measure is not None else None
-    result = evaluate_outputs(task, chosen, labels, predict, stage=f"eval of {model}", truth=truth)
+    result = evaluate_outputs(task, chosen, labels, predict, stage=f"eval of {model}", truth=truth, post=post)
     report = {"model": str(model), "evaluated_as": what, "data": str(data), "split": split, "seed": seed,
               "task": task, "metrics": nan_to_null(result["summary"])}  # undefined (NaN) metrics -> null
     if truth is not None:

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 
 from ..runtime.images import to_gray01
-from ..runtime.preprocess import normalization, normalized_chw, resize_bilinear
-from ..runtime.results import check_finite, sigmoid, softmax
+from ..runtime.postprocess import DEFAULT_THRESHOLD, classify, postprocessing_for, segment
+from ..runtime.preprocess import normalization
+from ..runtime.results import check_finite
 from .data import Sample, load_pair
 from .measure_eval import CircumferenceTruth, circumference_row
 from .metrics import accuracy, confusion_matrix, dice_score, hd95, iou_score, macro_f1, mean_ignoring_nan
@@ -30,11 +31,16 @@ def summarize(task: str, rows: list[dict[str, Any]], labels: list[str]) -> dict[
 
 def evaluate_outputs(task: str, samples: list[Sample], labels: list[str],
                      predict: Callable[[list[np.ndarray]], np.ndarray], stage: str = "eval",
-                     truth: dict[str, CircumferenceTruth] | None = None) -> dict[str, Any]:
+                     truth: dict[str, CircumferenceTruth] | None = None,
+                     post: dict[str, Any] | None = None) -> dict[str, Any]:
     """`predict(gray frames) -> raw float outputs (N x C x S x S or N x K)`; compares to ground truth.
 
-    With `truth` (segmentation) each row also gets the head circumference of its mask against the truth.
-    A NaN/inf output is a NonFiniteOutputError naming `stage` and the image, never a metric made from it."""
+    `post` is the model's postprocessing block (a bundle's manifest, or `postprocessing_for` a checkpoint's card),
+    applied exactly as the runtime applies it (runtime/postprocess.py: activation, probabilities resized to the
+    image, the model's threshold or argmax); None only for a model still in training, whose card will say
+    DEFAULT_THRESHOLD. With `truth` (segmentation) each row also gets the head circumference of its mask against
+    the truth. A NaN/inf output is a NonFiniteOutputError naming `stage` and the image, never a metric made from it."""
+    post = post or postprocessing_for(task, labels, DEFAULT_THRESHOLD if task == "segmentation" else None)
     rows = []
     for start in range(0, len(samples), 16):
         chunk = samples[start:start + 16]
@@ -43,15 +49,14 @@ def evaluate_outputs(task: str, samples: list[Sample], labels: list[str],
         for s, (image, mask), out in zip(chunk, pairs, outputs, strict=True):
             check_finite(np.asarray(out), f"{stage}: model output on {s.image}")
             if task == "segmentation":
-                probs = sigmoid(out)[0]
-                pred = resize_bilinear(probs, *image.shape) >= 0.5
+                pred = segment(out, post, image.shape)[1] > 0  # foreground: any class but 0
                 row = {"image": s.image, "dice": dice_score(pred, mask), "iou": iou_score(pred, mask),
                        "hd95_px": hd95(pred, mask)}
                 row["hd95_mm"] = row["hd95_px"] * s.pixel_size_mm if s.pixel_size_mm else float("nan")
                 if truth is not None:
                     row.update(circumference_row(pred, mask, truth[s.image]))
             else:
-                p = softmax(out, axis=0)
+                p = classify(out, post)
                 row = {"image": s.image, "label": s.label, "predicted": labels[int(np.argmax(p))],
                        "confidence": float(p.max())}
             rows.append(row)
@@ -61,18 +66,7 @@ def evaluate_outputs(task: str, samples: list[Sample], labels: list[str],
 def evaluate_model(model, samples: list[Sample], task: str, labels: list[str], image_size: int,
                    stage: str = "evaluation") -> dict[str, Any]:
     """Metrics of a torch model (eval mode, no grad) on samples; `stage` names the step in errors."""
-    import torch
+    from ..models.inference import frame_outputs
 
     pre = normalization(image_size)
-
-    def predict(grays: list[np.ndarray]) -> np.ndarray:
-        x = torch.from_numpy(np.stack([normalized_chw(g, pre) for g in grays]))
-        with torch.no_grad():
-            return model(x).float().numpy()
-
-    was_training = model.training
-    model.eval()
-    try:
-        return evaluate_outputs(task, samples, labels, predict, stage)
-    finally:
-        model.train(was_training)
+    return evaluate_outputs(task, samples, labels, lambda grays: frame_outputs(model, grays, pre), stage)

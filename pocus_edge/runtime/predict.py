@@ -33,6 +33,7 @@ from ..errors import ConfigError, PocusError
 from ..io import atomic_write, atomic_write_json, current_umask
 from .dicom_seg import require_highdicom, seg_unsupported, write_seg
 from .images import IMAGE_SUFFIXES, check_image_file, find_images, load_gray, to_gray01
+from .postprocess import mask_png, mask_values, segmentation_classes
 from .predictor import load
 from .results import NonFiniteOutputError, SegmentationResult
 from .stream import OverlayVideo, check_smoothing, stream, video_fps, video_frames
@@ -154,7 +155,7 @@ def _save_png(path: Path, array: np.ndarray) -> None:
 
 def _mask_png(result: SegmentationResult) -> np.ndarray:
     """Binary model: 0 / 255; multi-class: the class index (0..K-1), whatever classes this image happens to hold."""
-    return result.mask.astype(np.uint8) * (255 if result.probabilities.shape[0] == 1 else 1)
+    return mask_png(result.mask, int(result.probabilities.shape[0]))
 
 
 def _image_record(folder: Path, stem: str, gray: np.ndarray, result: Any) -> dict[str, Any]:
@@ -314,9 +315,7 @@ def run_predict(bundle: Path, images: list[Path], video: Path | None, out: Path,
 def _mask_values(predictor: Any) -> str | None:
     if predictor.task != "segmentation":
         return None
-    if predictor.manifest["postprocessing"]["activation"] == "sigmoid":
-        return "0 = background, 255 = foreground"
-    return "class index into labels (0 .. number of labels - 1)"
+    return mask_values(segmentation_classes(predictor.manifest))  # the rule _mask_png writes by
 
 
 def summary_line(report: dict[str, Any]) -> str:

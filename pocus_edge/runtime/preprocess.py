@@ -47,6 +47,8 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return ((q.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
+# The normalisation every model here is trained and exported with; the one definition (data/transforms.py, the
+# model cards and TaskSpec import it from here, so the torch-free runtime needs no torch module to read it).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -9,7 +9,8 @@ import numpy as np
 
 from ..errors import PocusError
 from .measure import measure_mask
-from .preprocess import dequantize, resize_bilinear
+from .postprocess import classify, segment
+from .preprocess import dequantize
 
 
 class NonFiniteOutputError(PocusError):
@@ -32,22 +33,6 @@ def check_finite(output: np.ndarray, what: str = "model output") -> None:
     raise NonFiniteOutputError(what, (
         f"holds {kinds} ({counts} of {output.size} values); no result was made from it. The model or bundle is "
         "broken (NaN weights, an overflowing fp16/int8 conversion): re-export it and check its parity"))
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function."""
-    out = np.empty_like(x, dtype=np.float32)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
-
-
-def softmax(x: np.ndarray, axis: int) -> np.ndarray:
-    """Softmax along `axis`, max-shifted for stability."""
-    z = np.exp(x - x.max(axis=axis, keepdims=True))
-    return (z / z.sum(axis=axis, keepdims=True)).astype(np.float32)
 
 
 @dataclass
@@ -151,22 +136,11 @@ def postprocess(output: np.ndarray, manifest: dict[str, Any], original_size: tup
     task = manifest["task"]
     labels = list(manifest["labels"])
     if task == "segmentation":
-        logits = output
-        height, width = original_size
-        if post["activation"] == "sigmoid":
-            probs = sigmoid(logits)
-        else:
-            probs = softmax(logits, axis=0)
-        if post["mask_resize"] == "bilinear_probabilities" and probs.shape[-2:] != (height, width):
-            probs = resize_bilinear(probs, height, width)
-        if probs.shape[0] == 1:
-            mask = (probs[0] >= post["threshold"]).astype(np.uint8)
-        else:
-            mask = probs.argmax(axis=0).astype(np.uint8)
+        probs, mask = segment(output, post, original_size)
         return SegmentationResult(mask=mask, probabilities=probs, labels=labels, pixel_spacing_mm=pixel_spacing_mm,
                                   measure=tuple(manifest.get("measurements", ())), smoke_test_only=smoke)
     if task == "classification":
-        probs = softmax(output, axis=0) if post["activation"] == "softmax" else output.astype(np.float32)
+        probs = classify(output, post)
         top = int(np.argmax(probs))
         by_label = {k: float(p) for k, p in zip(labels, probs, strict=True)}
         return ClassificationResult(label=labels[top], probabilities=by_label, smoke_test_only=smoke)

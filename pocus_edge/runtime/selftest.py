@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from .manifest import BundleError
-from .results import output_as_float, sigmoid, softmax
+from .postprocess import activate, mask_dice, to_mask
+from .results import output_as_float
 
 FORMAT = "pocus-reference-vectors/1"
 FOLDER = "reference"
@@ -155,33 +156,12 @@ def frame_metrics(expected: np.ndarray, actual: np.ndarray, manifest: dict[str, 
         norm = max(float(np.linalg.norm(e)) * float(np.linalg.norm(a)), 1e-12)
         metrics["cosine_min"] = float(np.dot(e.reshape(-1).astype(np.float64), a.reshape(-1)) / norm)
         return metrics
-    pe, pa = _activate(e, post["activation"]), _activate(a, post["activation"])
+    pe, pa = activate(e, post["activation"]), activate(a, post["activation"])
     metrics["prob_max_abs"] = float(np.abs(pe.astype(np.float64) - pa).max())
     if task == "segmentation":
-        metrics["dice_min"] = mask_agreement(pe, pa, post.get("threshold"))
+        t = post.get("threshold")
+        metrics["dice_min"] = mask_dice(to_mask(pe, t), to_mask(pa, t), pe.shape[0])
     return metrics
-
-
-def _activate(x: np.ndarray, activation: str) -> np.ndarray:
-    if activation == "sigmoid":
-        return sigmoid(x)
-    if activation == "softmax":
-        return softmax(x, axis=0)
-    return x.astype(np.float32)
-
-
-def mask_agreement(pe: np.ndarray, pa: np.ndarray, threshold: float | None) -> float:
-    """Dice of the masks of two K x H x W probability maps (mean over foreground classes when K > 1)."""
-    if pe.shape[0] == 1:
-        t = 0.5 if threshold is None else threshold
-        return _dice(pe[0] >= t, pa[0] >= t)
-    me, ma = pe.argmax(0), pa.argmax(0)
-    return float(np.mean([_dice(me == k, ma == k) for k in range(1, pe.shape[0])]))
-
-
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    total = int(a.sum()) + int(b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
 
 
 def judge(metrics: dict[str, float], tolerance: dict[str, Any]) -> list[str]:

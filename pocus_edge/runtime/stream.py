@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, PocusError
+from .postprocess import to_mask
 from .results import SegmentationResult
 
 MAX_SMOOTHING = 0.95
@@ -90,7 +91,7 @@ def stream(predictor: Any, frames: Iterable[Any] | str | Path, smoothing: float 
             if previous is not None and previous.shape == result.probabilities.shape:
                 result.probabilities = smoothing * previous + (1 - smoothing) * result.probabilities
                 probs = result.probabilities
-                result.mask = ((probs[0] >= threshold) if probs.shape[0] == 1 else probs.argmax(0)).astype(np.uint8)
+                result.mask = to_mask(probs, threshold)
             previous = result.probabilities
         result.latency_ms = (time.perf_counter() - start) * 1000
         yield result
