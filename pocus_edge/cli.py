@@ -6,7 +6,6 @@ Heavy imports (torch, timm) happen inside commands so `pocus --help` stays fast.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -14,12 +13,26 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from .cli_common import console, os_error_line, print_summary, setup_logging, usage_exit_code
+from .chatter import hidden_native_stderr, quiet_environment
+from .cli_common import (
+    HELP_SETTINGS,
+    console,
+    emit_json,
+    json_option,
+    json_stdout_argv,
+    os_error_line,
+    print_summary,
+    quiet_option,
+    setup_logging,
+    usage_exit_code,
+    verbose_option,
+)
 from .errors import PocusError
 from .export import targets as _targets  # the capability table (light): export's help comes from it
 from .limits import check, check_out
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="pocus-edge: distil, export and run POCUS models.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="pocus-edge: distil, export and run POCUS models.",
+                  rich_markup_mode=None, context_settings=HELP_SETTINGS)  # plain help: "[256]" stays text
 
 
 _setup_logging = setup_logging
@@ -34,7 +47,7 @@ def distill(
     crop_overlays: bool | None = typer.Option(None, "--crop-overlays/--no-crop-overlays", help="Crop each frame to "
                                               "its ultrasound region (DICOM regions, else the largest bright "
                                               "component) so burned-in text and rulers never reach the teacher."),
-    out: Path | None = typer.Option(None, "--out", help="Run folder: checkpoints, student, metrics."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Run folder: checkpoints, student, metrics."),
     config: Path | None = typer.Option(None, "--config", help="YAML file with any of these settings."),
     teacher: str | None = typer.Option(None, help="timm DINOv3/DINOv2 ViT [vit_base_patch16_dinov3]."),
     teacher_weights: str | None = typer.Option(None, help="Local .safetensors/.pth file, or 'random' (smoke tests)."),
@@ -77,8 +90,9 @@ def distill(
     num_workers: int | None = typer.Option(None, help="Data-loader worker processes [2]."),
     threads: int | None = typer.Option(None, help="torch CPU threads, 0..4 x CPU cores (0 = default)."),
     seed: int | None = typer.Option(None, help="Seed for init, data order, augmentation [0]."),
-    quiet: bool | None = typer.Option(None, "--quiet", help="No progress bar or info logs."),
-    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    quiet: bool | None = typer.Option(None, "--quiet", "-q", help="No progress bar or info logs."),
+    verbose: bool = verbose_option(),
+    json_out: Path | None = json_option("the summary"),
 ) -> None:
     """Distil a DINOv3 ViT teacher into a CNN student on unlabeled ultrasound."""
     from .distill.config import load_config
@@ -99,11 +113,9 @@ def distill(
         num_workers=num_workers, threads=threads, seed=seed, quiet=quiet,
     )
     cfg = load_config(config, overrides)
-    _setup_logging(cfg.quiet)
+    _setup_logging(cfg.quiet, verbose)
     summary = run_distillation(cfg)
-    if json_out:
-        print(json.dumps(summary, indent=2))
-    elif not cfg.quiet:
+    if not emit_json(json_out, summary) and not cfg.quiet:
         _print_summary("distillation", summary, Path(cfg.out))
 
 
@@ -119,14 +131,15 @@ def _parse_blocks(text: str | None) -> list[int] | None:
 @app.command()
 def demo(
     data: Path | None = typer.Option(None, "--data", help="Run on this folder instead of synthetic phantoms."),
-    out: Path = typer.Option(Path("pocus-demo"), "--out", help="Where the demo writes its outputs."),
+    out: Path = typer.Option(Path("pocus-demo"), "--out", "-o", help="Where the demo writes its outputs."),
     steps: int = typer.Option(40, help="Distillation steps."),
-    quiet: bool = typer.Option(False, "--quiet"),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
 ) -> None:
     """Run the pipeline end to end on the embedded default (synthetic phantoms) and print a summary."""
     from .demo import run_demo
 
-    _setup_logging(quiet)
+    _setup_logging(quiet, verbose)
     summary = run_demo(out, data, steps, quiet)
     _print_summary("pocus demo", summary, out)
 
@@ -174,8 +187,9 @@ def export_cmd(
     measurements: str | None = typer.Option(None, "--measurements", help=_targets.option_help("measurements")),
     sign: Path | None = typer.Option(None, "--sign", help="Ed25519 private key PEM (pocus keygen): also write "
                                      "bundle.sig over the bundle digest (needs the sign extra)."),
-    quiet: bool = typer.Option(False, "--quiet"),
-    json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
+    json_out: Path | None = json_option("the manifest"),
 ) -> None:
     """Export a model to a verified bundle (model file + manifest + parity report).
 
@@ -183,7 +197,7 @@ def export_cmd(
     """
     from .export import export
 
-    _setup_logging(quiet)
+    _setup_logging(quiet, verbose)
     for name, value in (("image_size", image_size), ("num_calib", num_calib), ("num_parity", num_parity)):
         if value is not None:
             check(name, value)
@@ -207,9 +221,7 @@ def export_cmd(
                       parity=not no_parity, num_calib=num_calib, num_parity=num_parity,
                       parity_thresholds=_parse_thresholds(parity_threshold), overwrite=overwrite,
                       fold_upsampling=fold_upsample, sign_key=sign, measurements=measurements, **options)
-    if json_out:
-        print(json.dumps(manifest, indent=2))
-    elif not quiet:
+    if not emit_json(json_out, manifest) and not quiet:
         _print_bundle(Path(manifest["bundle"]), manifest)
 
 
@@ -271,8 +283,7 @@ def _print_bundle(bundle: Path, manifest: dict, seal=None) -> None:
 def info(
     bundle: Path = typer.Argument(..., help="Bundle folder written by pocus-export."),
     card: bool = typer.Option(False, "--card", help="Print the bundle's MODEL_CARD.md (after verifying the bundle)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the manifest as JSON, plus bundle_seal (digest, "
-                                  "signing key)."),
+    json_out: Path | None = json_option("the manifest plus bundle_seal (digest, signing key)"),
     trusted_key: list[Path] = typer.Option(None, "--trusted-key", help="Ed25519 public key PEM; the bundle must be "
                                            "signed by one of these (repeatable)."),
 ) -> None:
@@ -285,9 +296,7 @@ def info(
 
         print(read_card_text(bundle), end="")
         return
-    if json_out:
-        print(json.dumps({**manifest, "bundle_seal": seal.to_json()}, indent=2))
-    else:
+    if not emit_json(json_out, {**manifest, "bundle_seal": seal.to_json()}):
         _print_bundle(bundle, manifest, seal)
 
 
@@ -295,8 +304,7 @@ def info(
 def verify(
     bundle: Path = typer.Argument(..., help="Bundle folder written by pocus-export."),
     backend: str | None = typer.Option(None, help="onnxruntime | tflite | coreml | tensorrt [the bundle's own]."),
-    json_file: Path | None = typer.Option(None, "--json", help="Also write the report (every frame's differences, "
-                                          "the limits, run-to-run identity) to this JSON file."),
+    json_file: Path | None = json_option("the report (every frame's differences, the limits, run-to-run identity)"),
     trusted_key: list[Path] = typer.Option(None, "--trusted-key", help="Ed25519 public key PEM; the bundle must be "
                                            "signed by one of these (repeatable)."),
 ) -> None:
@@ -305,14 +313,12 @@ def verify(
     Exit 0 when every frame is within the bundle's tolerances; 1, with one line naming the frame and the difference,
     when not; 2 when the bundle cannot be checked (tampered, no reference vectors, backend missing).
     """
-    from .io import atomic_write_json, nan_to_null
     from .runtime.predictor import load
     from .runtime.selftest import run_selftest
 
     report = run_selftest(load(bundle, backend=backend, trusted_keys=trusted_key or None))
-    if json_file is not None:
-        atomic_write_json(json_file, nan_to_null(report.to_json()))
-    typer.echo("\n".join(report.lines()))
+    if not emit_json(json_file, report.to_json()):
+        typer.echo("\n".join(report.lines()))
     if not report.passed:
         typer.echo(report.failure_line(), err=True)
         raise typer.Exit(1)
@@ -320,7 +326,7 @@ def verify(
 
 @app.command()
 def keygen(
-    out: Path = typer.Option(..., "--out", help="Folder for pocus-signing-key.pem (private, mode 0600) and "
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for pocus-signing-key.pem (private, mode 0600) and "
                              "pocus-signing-key.pub.pem (public)."),
 ) -> None:
     """Make an Ed25519 key pair for pocus-export --sign and --trusted-key (needs the sign extra)."""
@@ -343,7 +349,7 @@ def predict(
     smooth: float = typer.Option(0.0, help="--video only: temporal smoothing of mask probabilities, 0..0.95."),
     trusted_key: list[Path] = typer.Option(None, "--trusted-key", help="Ed25519 public key PEM; refuse bundles "
                                            "not signed by one of these (repeatable)."),
-    json_out: bool = typer.Option(False, "--json", help="Print results.json to stdout."),
+    json_out: Path | None = json_option("the report (results.json's content)"),
     pixel_spacing: str | None = typer.Option(None, "--pixel-spacing", metavar="MM|ROW,COL", help="mm per pixel of "
                                              "the images and video as given: the bundle's measurements (area, "
                                              "ellipse) in mm (DICOM inputs use their own spacing)."),
@@ -360,9 +366,7 @@ def predict(
     report = run_predict(bundle, list(images or []), video, out, backend, threads, smooth,
                          trusted_keys=trusted_key or None, dicom_seg=dicom_seg,
                          pixel_spacing_mm=parse_spacing(pixel_spacing, "--pixel-spacing"))
-    if json_out:
-        print(json.dumps(report, indent=2))
-    else:
+    if not emit_json(json_out, report):
         console.print(f"{summary_line(report)}; written to {out}", highlight=False)
 
 
@@ -373,14 +377,24 @@ from .kd.commands import register as _register_kd  # noqa: E402
 
 app.add_typer(bench_app, name="bench")
 app.add_typer(corpus_app, name="corpus")
+for _group in app.registered_groups:
+    _group.typer_instance.rich_markup_mode = None  # plain help everywhere ("[256]" defaults are text, not markup)
 _register_finetune(app)
 _register_kd(app)
 
 
 def _run(typer_app: typer.Typer, args: list[str] | None = None, prog_name: str | None = None) -> None:
     """Run the app; user errors (PocusError, usage errors, a full or read-only disk) end as one `error:` line."""
+    args = resume_auto_argv(sys.argv[1:] if args is None else list(args))
+    args = json_stdout_argv(args, typer.main.get_command(typer_app))
+    verbose = "--verbose" in args or "-v" in args
+    quiet_environment(verbose)
+    with hidden_native_stderr(verbose):
+        _run_parsed(typer_app, args, prog_name)
+
+
+def _run_parsed(typer_app: typer.Typer, args: list[str], prog_name: str | None) -> None:
     try:
-        args = resume_auto_argv(sys.argv[1:] if args is None else list(args))
         code = typer_app(args=args, standalone_mode=False, prog_name=prog_name)
     except PocusError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)

@@ -1,36 +1,177 @@
-"""Shared pieces of the command line: the console, logging set-up, the summary table, and how usage and disk
-errors are reported (one `error:` line, exit code 2)."""
+"""Shared pieces of the command line: the console, logging set-up, the summary table, the one `--json FILE`
+option, and how usage and disk errors are reported (one `error:` line, exit code 2)."""
 
 from __future__ import annotations
 
 import errno
+import json
 import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
 
+import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
+from .errors import ConfigError
+
 console = Console(stderr=True)
 
 
-def setup_logging(quiet: bool) -> None:
+def _stdout_is_terminal() -> bool:
+    try:
+        return sys.stdout is not None and sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+HELP_SETTINGS: dict[str, Any] = {"max_content_width": 120, "help_option_names": ["--help", "-h"],
+                                 **({} if _stdout_is_terminal() else {"terminal_width": 120})}
+"""Click context settings for every command: help as wide as the terminal up to 120 columns (120 when piped, so
+`pocus --help | less` shows each command's whole summary), and -h."""
+
+
+def setup_logging(quiet: bool, verbose: bool = False) -> None:
+    """Our logs at info (warning with --quiet) through rich on stderr; other libraries' logs and warnings hidden
+    unless --verbose (chatter.py)."""
+    from .chatter import quiet_libraries
+
     logging.basicConfig(
         level=logging.WARNING if quiet else logging.INFO,
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False, show_time=False)],
         force=True,
     )
-    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "absl", "coremltools", "litert_torch"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries(verbose)
+
+
+def quiet_option() -> Any:
+    return typer.Option(False, "--quiet", "-q", help="Quiet: no progress bars, info logs or summary table.")
+
+
+def verbose_option() -> Any:
+    return typer.Option(False, "--verbose", "-v", help="Also show other libraries' logs, warnings and progress "
+                        "output (absl, TensorFlow Lite, JAX, coremltools, tqdm); hidden by default.")
+
+
+# --- numbers for people ---------------------------------------------------------------------------------------
+
+_SUFFIX_UNITS = (("_per_s", "/s"), ("_seconds", "s"), ("_s", "s"), (" (s)", "s"), ("_ms", "ms"), ("_mb", "MB"))
+
+
+def human_row(key: str, value: Any) -> tuple[str, str]:
+    """(label, text) of a summary row: `seconds_this_session 408.5` -> (`time this session`, `408.5 s`),
+    `wall_time_s` -> `wall time`, `images_per_s` -> `images/s`."""
+    label, unit = key, ""
+    if key.startswith("seconds_"):
+        label, unit = "time_" + key[len("seconds_"):], "s"
+    else:
+        for suffix, name in _SUFFIX_UNITS:
+            if key.endswith(suffix) and len(key) > len(suffix):
+                label, unit = key[: -len(suffix)], name
+                break
+    if unit == "/s":
+        label, unit = label + "/s", ""
+    return label.replace("_", " ").strip(), human_number(value, unit)
+
+
+def human_number(value: Any, unit: str = "") -> str:
+    """408.5 -> '408.5', 0.81234 -> '0.8123', 12345.6 -> '12,346', None -> '-', True -> 'yes'; unit appended."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "undefined"
+        size = abs(value)
+        text = (f"{value:,.0f}" if size >= 10_000 else f"{value:.1f}" if size >= 100 else
+                f"{value:.2f}" if size >= 10 else f"{value:.4g}")
+    elif isinstance(value, int):
+        text = f"{value:,}" if abs(value) >= 10_000 else str(value)
+    else:
+        return str(value)
+    return f"{text} {unit}" if unit else text
 
 
 def print_summary(title: str, summary: dict, out) -> None:
+    """The end-of-command table on stdout, with labels and numbers written for people."""
     from rich.table import Table
 
     table = Table(title=f"{title}: {out}", show_header=False)
+    table.add_column()
+    table.add_column(overflow="fold")
     for key, value in summary.items():
-        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
-    Console().print(table)
+        table.add_row(*human_row(str(key), value))
+    Console(width=max(100, console.width)).print(table)
+
+
+def print_markdown(text: str) -> None:
+    """A Markdown table on stdout exactly as written: never wrapped, piped or not."""
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    sys.stdout.flush()
+
+
+# --- --json FILE -----------------------------------------------------------------------------------------------
+
+JSON_STDOUT = "-"
+
+
+def _check_json_target(value: Path | None) -> Path | None:
+    """--json's target: `-` (stdout) or a file that is new or already JSON; never a folder or an input file."""
+    if value is None or str(value) == JSON_STDOUT:
+        return value
+    if value.is_dir():
+        raise ConfigError(f"--json {value}: is a folder; give the file to write, e.g. --json {value / 'out.json'}, "
+                          "or --json - for stdout")
+    if value.exists() and value.suffix.lower() != ".json":
+        raise ConfigError(f"--json {value}: exists and is not a .json file; --json takes the file to write (use "
+                          "--json - for stdout, and give input files before --json or after --)")
+    return value
+
+
+def json_option(what: str) -> Any:
+    """The one `--json FILE` option of every command: write WHAT as JSON to FILE, `-` for stdout.
+
+    A bare `--json` (the earlier flag of distill, export, info, predict, finetune, qat and eval, which printed to
+    stdout) still means stdout: `_run` turns it into `--json -` (json_stdout_argv)."""
+    return typer.Option(None, "--json", metavar="FILE", callback=_check_json_target,
+                        help=f"Write {what} as JSON to FILE; `--json -` prints it to stdout instead of the table.")
+
+
+def emit_json(target: Path | None, data: Any) -> bool:
+    """Write `data` to --json's target; True when it went to stdout (then print nothing else there)."""
+    from .io import atomic_write_json, nan_to_null
+
+    if target is None:
+        return False
+    if str(target) == JSON_STDOUT:
+        print(json.dumps(nan_to_null(data), indent=2, allow_nan=False))
+        return True
+    _check_json_target(target)
+    atomic_write_json(target, nan_to_null(data))
+    return False
+
+
+def json_stdout_argv(args: list[str], command: Any) -> list[str]:
+    """A bare `--json` (at the end, or before another option) -> `--json -` where the command's --json takes a
+    value: the old stdout flag keeps working now that --json names a file everywhere."""
+    cmd, i = command, 0
+    while i < len(args) and args[i] in getattr(cmd, "commands", {}):
+        cmd, i = cmd.commands[args[i]], i + 1
+    option = next((p for p in getattr(cmd, "params", []) if "--json" in getattr(p, "opts", [])), None)
+    if option is None or getattr(option, "is_flag", False):
+        return args
+    out = list(args)
+    for j in range(len(out) - 1, -1, -1):
+        if out[j] == "--json" and (j + 1 == len(out) or (out[j + 1].startswith("-") and out[j + 1] != "-")):
+            if "--" in out[:j]:
+                continue
+            out.insert(j + 1, JSON_STDOUT)
+    return out
 
 
 def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...]]:

@@ -6,16 +6,18 @@ import sys
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from ..cli_common import console, setup_logging
+from ..cli_common import HELP_SETTINGS, console, emit_json, json_option, print_markdown, setup_logging, verbose_option
 from ..errors import PocusError
 from ..limits import check
 
 _setup_logging = setup_logging
 
 
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: latency of bundles on this host.")
+bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, context_settings=HELP_SETTINGS, help=(
+    "Benchmarks of exported bundles. latency: timings on this host; parity: agreement with the fp32 checkpoint "
+    "and ground-truth metrics; suite: a declared matrix (export, latency, parity, plots); import: merge phone "
+    "results; coreml-report: Core ML timings on a Mac; peak: this host's GEMM throughput."))
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -39,22 +41,31 @@ def bench_latency(
     profile: str | None = typer.Option(None, help="Host-emulation profile: phone | tablet | jetson | cart."),
     backend: str | None = typer.Option(None, help="Override the bundle's backend (e.g. onnxruntime for a TRT kit)."),
     no_cold_start: bool = typer.Option(False, "--no-cold-start", help="Skip the fresh-process cold-start run."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write result rows as JSON here."),
-    md_path: Path | None = typer.Option(None, "--md", help="Write a Markdown table here."),
+    json_path: Path | None = json_option("the result rows"),
+    md_path: Path | None = typer.Option(None, "--md", metavar="FILE", help="Write a Markdown table here."),
+    plot: Path | None = typer.Option(None, "--plot", metavar="FILE", help="Write a PNG of p50 latency with p10-p90 "
+                                     "error bars here."),
+    verbose: bool = verbose_option(),
 ) -> None:
-    """Latency p50/p90/p99, FPS, cold start, peak RSS, size and GFLOP/s per bundle x threads."""
+    """Latency p50/p90/p99, FPS, cold start, peak RSS, size and GFLOP/s per bundle x threads.
+
+    Bundles this host cannot run (a Core ML bundle on Linux, a TensorRT engine without a GPU) are skipped with the
+    reason; the others are measured."""
     from ..io import atomic_write_text
     from .host import apply_profile
     from .latency import check_bundles, measure_latency
     from .report import latency_table
-    from .stats import write_rows
+    from .stats import ROW_SCHEMA, validate_row, write_rows
 
-    _setup_logging(False)
+    _setup_logging(False, verbose)
+    if plot is not None and plot.suffix.lower() != ".png":
+        raise PocusError(f"--plot {plot}: write a .png file, e.g. --plot latency.png")
     check("warmup", warmup)
     check("runs", runs)
     check("bench_batch", batch, "--batch")
     thread_list = _int_list(threads, "--threads")
     check_bundles(bundles)
+    bundles = runnable_bundles(bundles, backend)
     profile_threads = apply_profile(profile)
     if threads == "1" and profile_threads is not None:
         thread_list = profile_threads
@@ -62,11 +73,40 @@ def bench_latency(
                                                  sys.argv[1:])
     rows = measure_latency(bundles, thread_list, warmup, runs, batch, profile, command, backend, not no_cold_start)
     table = latency_table(rows)
-    if json_path:
-        write_rows(json_path, rows)
     if md_path:
         atomic_write_text(md_path, table)
-    Console().print(table)
+    if plot is not None:
+        from .plots import plot_latency
+
+        plot_latency(rows, plot)
+    if json_path is not None and str(json_path) == "-":
+        for row in rows:
+            validate_row(row)
+        emit_json(json_path, {"schema": ROW_SCHEMA, "rows": rows})
+        return
+    if json_path is not None:
+        write_rows(json_path, rows)
+    print_markdown(table)
+
+
+def runnable_bundles(bundles: list[Path], backend: str | None) -> list[Path]:
+    """The bundles whose backend runs on this host; each other one is named with the reason (BackendUnavailable:
+    Core ML off macOS, an engine not installed). None runnable is an error."""
+    from ..runtime import load
+    from ..runtime.backends import BackendUnavailable
+
+    runnable = []
+    for bundle in bundles:
+        try:
+            load(bundle, threads=1, backend=backend)
+        except BackendUnavailable as exc:
+            console.print(f"[yellow]skipped[/yellow] {bundle}: {exc}", highlight=False)
+            continue
+        runnable.append(bundle)
+    if not runnable:
+        raise PocusError("no bundle can run on this host (see the skipped lines above); measure them where their "
+                         "backend runs, e.g. pocus bench coreml-report on a Mac, then pocus bench import")
+    return runnable
 
 
 @bench_app.command("parity")
@@ -75,18 +115,18 @@ def bench_parity_cmd(
     reference: Path = typer.Option(..., "--reference", help="The fp32 checkpoint the bundles came from."),
     data: Path = typer.Option(..., "--data", help="Labelled folder (finetune layout)."),
     split: str = typer.Option("test", help="test | val | train | all."),
-    seed: int = typer.Option(0, help="Split seed."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write rows as JSON here."),
+    seed: int = typer.Option(0, "--split-seed", "--seed", help="Seed of the split (use the fine-tune's "
+                             "--split-seed; --seed is the earlier name)."),
+    json_path: Path | None = json_option("the rows"),
 ) -> None:
     """Exported vs PyTorch fp32 (agreement) and each vs ground truth (Dice/IoU/HD95 or accuracy/F1)."""
-    from ..io import atomic_write_json, nan_to_null
     from .parity import bench_parity
 
     if split not in ("test", "val", "train", "all"):
         raise PocusError(f"--split {split!r}: choose test, val, train or all")
     rows = bench_parity(bundles, reference, data, split, seed)
-    if json_path:
-        atomic_write_json(json_path, nan_to_null({"rows": rows}))
+    if emit_json(json_path, {"rows": rows}):
+        return
     for r in rows:
         key = "dice_change" if "dice_change" in r else "accuracy_change"
         console.print(f"{r['bundle']}: {r['target']} {r['precision']}: agreement "
@@ -98,11 +138,12 @@ def bench_parity_cmd(
 def bench_suite(
     suite_file: Path = typer.Argument(..., help="Suite YAML (see benchmarks/suite.yaml)."),
     only: str | None = typer.Option(None, "--only", help="latency | parity: run one stage, keep the other's results."),
+    verbose: bool = verbose_option(),
 ) -> None:
     """Run a declared matrix: export or reuse bundles, latency + baselines + parity, JSON, Markdown, PNG plots."""
     from .suite import run_suite
 
-    _setup_logging(False)
+    _setup_logging(False, verbose)
     result = run_suite(suite_file, only)
     console.print(f"suite done: {result['rows']} latency rows, {result['parity_rows']} parity rows in "
                   f"{result['out']}", highlight=False)
@@ -112,7 +153,8 @@ def bench_suite(
 def bench_import(
     files: list[Path] = typer.Argument(..., help="android_demo JSON, a Core ML report (bench coreml-report) or "
                                                  "TFLite benchmark_model text."),
-    into: Path = typer.Option(..., "--into", help="JSON rows file to merge into (created if absent)."),
+    into: Path = typer.Option(..., "--into", "--out", "-o", help="JSON rows file to merge into (created if absent; "
+                              "--out/-o as in the other commands)."),
     device: str | None = typer.Option(None, help="Device label for text outputs, e.g. 'Pixel 8 (Tensor G3)'."),
     model: str | None = typer.Option(None, help="Model name for text outputs."),
 ) -> None:
@@ -129,7 +171,7 @@ def bench_import(
 @bench_app.command("coreml-report")
 def bench_coreml_report(
     bundle: Path = typer.Argument(..., help="A coreml bundle folder."),
-    out: Path = typer.Option(..., "--out", help="Report JSON to write (then `pocus bench import` it anywhere)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Report JSON to write (then `pocus bench import` it anywhere)."),
     compute_units: str = typer.Option("ALL", help="ALL | CPU_ONLY | CPU_AND_GPU | CPU_AND_NE."),
     warmup: int = typer.Option(10, help="Untimed predictions after the first."),
     runs: int = typer.Option(100, help="Timed predictions."),
@@ -150,16 +192,15 @@ def bench_coreml_report(
 @bench_app.command("peak")
 def bench_peak(
     threads: str = typer.Option("1,2", help="Thread counts."),
-    json_path: Path | None = typer.Option(None, "--json", help="Write the measurements here."),
+    json_path: Path | None = json_option("the measurements"),
 ) -> None:
     """This host's peak fp32 (numpy BLAS) and int8 (ONNX Runtime MatMulInteger) GEMM throughput."""
-    from ..io import atomic_write_json, nan_to_null
     from .host import host_device
     from .peak import measure_peak
 
     rows = measure_peak(_int_list(threads, "--threads"))
-    if json_path:
-        atomic_write_json(json_path, nan_to_null({"device": host_device(), "rows": rows}))
+    if emit_json(json_path, {"device": host_device(), "rows": rows}):
+        return
     for r in rows:
         console.print(f"{r['threads']} thread(s): fp32 GEMM {r['fp32_gemm_gflops']:.1f} GFLOP/s, int8 GEMM "
                       f"{r['int8_gemm_gops']:.1f} GOP/s", highlight=False)

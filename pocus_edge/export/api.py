@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .. import __version__
+from ..distill.progress import StageProgress, progress_enabled
 from ..errors import ConfigError
 from ..runtime.measure import parse_measurements
 from ..runtime.postprocess import postprocessing_for as postprocess_block
@@ -121,7 +122,10 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
                             options=options, parity_images=search_set or parity_set,
                             parity_thresholds=thresholds_for(spec.task, precision, parity_thresholds))
     workdir = make_workdir(out, overwrite)
+    stages = StageProgress(f"export {target} {precision}", progress_enabled(log))  # stage names, elapsed times
     try:
+        stages.begin(f"calibrate on {len(calibration.images)} frames + convert" if calibration is not None
+                     else "convert")
         result = module.convert(request, workdir)
         result.inputs[0].setdefault("value_range", value_range(pre))
         result.target_options["decoder_upsample_folded_blocks"] = folded_blocks
@@ -134,6 +138,7 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
                                                          search_set))
         manifest["files"] = hash_files(workdir, [result.model_file, *result.extra_files])
         write_manifest(workdir, manifest)
+        stages.begin(f"parity on {len(parity_set.images)} frames" if parity else "parity (skipped)")
         report = _parity(net, spec, precision, workdir, parity_set, result, parity, parity_thresholds, pre)
         from ..io import atomic_write_json
 
@@ -149,14 +154,18 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
                 f"{'; '.join(report['failures'])}. Nothing was written to {out}. Check calibration data, or relax "
                 "with --parity-threshold METRIC=VALUE if this loss is acceptable"
             )
+        stages.begin("self-test reference vectors")
         vector_files, manifest["reference_vectors"] = write_reference_vectors(  # the self-test (reference.py)
             workdir, manifest, parity_set, reference_frames, convertible, result.parity_skip_reason)
         manifest["files"].update(vector_files)
         write_manifest(workdir, manifest)
+        stages.begin("write bundle")
         publish(workdir, out, sign_key=sign_key)  # bundle.sha256 (+ bundle.sig) written last
     except BaseException:
+        stages.close(failed=True)
         discard(workdir)
         raise
+    stages.close()
     manifest["bundle"] = str(out)
     return manifest
 

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import ExportError
+
 
 class FoldedInputConv(nn.Module):
     """conv(normalize(replicate(p))) computed as conv(p; W') + bias_map, exactly."""
@@ -40,17 +42,21 @@ def _first_rgb_conv(model: nn.Module) -> tuple[nn.Module, str, nn.Conv2d]:
         if isinstance(module, nn.Conv2d) and module.in_channels == 3:
             parent_name, _, child = name.rpartition(".")
             return model.get_submodule(parent_name) if parent_name else model, child, module
-    raise ValueError("model has no 3-channel input convolution to fold the pre-processing into")
+    raise ExportError("--raw-input: the model has no 3-channel input convolution to fold the pre-processing into; "
+                      "export without --raw-input (the runtime then normalises the frames)")
 
 
 def fold_raw_input(model: nn.Module, mean, std, image_size: int, pixel_scale: float = 1 / 255) -> nn.Module:
     """A copy of `model` taking B x 1 x S x S raw pixels (0..255) instead of normalised RGB."""
     if getattr(model.__class__, "groups", 1) != 1:
-        raise ValueError("grouped first convolution is not supported for --raw-input")
+        raise ExportError("--raw-input: the model's first convolution is grouped and cannot take the folded "
+                          "pre-processing; export without --raw-input")
     folded = copy.deepcopy(model).eval()
     parent, child, conv = _first_rgb_conv(folded)
     if conv.groups != 1 or conv.padding_mode != "zeros":
-        raise ValueError("--raw-input needs an ordinary zero-padded first convolution")
+        raise ExportError(f"--raw-input: the first convolution (groups {conv.groups}, padding {conv.padding_mode!r}) "
+                          "is not an ordinary zero-padded one, so folding the normalisation would change the "
+                          "borders; export without --raw-input")
     setattr(parent, child, FoldedInputConv(conv, mean, std, pixel_scale, (image_size, image_size)))
     return folded
 

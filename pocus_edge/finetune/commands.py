@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-from ..cli_common import console, print_summary, setup_logging
+from ..cli_common import (
+    console,
+    emit_json,
+    json_option,
+    print_markdown,
+    print_summary,
+    quiet_option,
+    setup_logging,
+    verbose_option,
+)
 from ..errors import PocusError
 from ..limits import check, check_out
 
@@ -28,7 +35,8 @@ def register(app: typer.Typer) -> None:
 def finetune(
     task: str = typer.Argument(..., help="seg (U-Net) or cls (classifier)."),
     data: Path = typer.Option(..., "--data", help="Folder with images/, masks/, manifest.csv (or class folders)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: model.safetensors + model.json, metrics, splits."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: model.safetensors + model.json, metrics, "
+                             "splits."),
     encoder: str = typer.Option("random", help="random, a student.safetensors from pocus distill, or a "
                                 "model.safetensors of the same task (e.g. from pocus kd) to start from."),
     architecture: str | None = typer.Option(None, help="Encoder architecture, a timm name: resnet50, resnet18, "
@@ -53,15 +61,16 @@ def finetune(
     split_seed: int | None = typer.Option(None, help="Seed of the train/val/test split and label subset only [--seed]"
                                           "; fix it to compare training seeds on one test set."),
     threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
-    quiet: bool = typer.Option(False, "--quiet"),
-    json_out: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
+    json_out: Path | None = json_option("metrics.json's content"),
 ) -> None:
     """Fine-tune or linearly probe a U-Net / classifier on labelled ultrasound; writes an exportable checkpoint."""
     from .train import TASK_NAMES, FinetuneConfig, run_finetune
 
     if task not in TASK_NAMES:
         raise PocusError(f"task {task!r}: use seg or cls")
-    _setup_logging(quiet)
+    _setup_logging(quiet, verbose)
     cfg = FinetuneConfig(task=TASK_NAMES[task], data=str(data), out=str(out), encoder=encoder,
                          architecture=architecture, linear_probe=linear_probe,
                          decoder_channels=_decoder_list(decoder_channels), label_fraction=label_fraction,
@@ -70,9 +79,7 @@ def finetune(
                          threads=threads, max_steps_per_epoch=max_steps_per_epoch, backbone_weights=backbone_weights,
                          lora_rank=lora_rank, lora_alpha=lora_alpha)
     summary = run_finetune(cfg)
-    if json_out:
-        print(json.dumps(summary, indent=2))
-    elif not quiet:
+    if not emit_json(json_out, summary) and not quiet:
         flat = {"encoder": summary["encoder"], "train/val/test images":
                 f"{summary['train_images']}/{summary['val_images']}/{summary['test_images']}",
                 **{f"test {k}": v for k, v in summary["test"].items() if isinstance(v, (int, float))},
@@ -83,29 +90,29 @@ def finetune(
 def qat(
     checkpoint: Path = typer.Argument(..., help="A pocus finetune checkpoint (model.safetensors, or its folder)."),
     data: Path = typer.Option(..., "--data", help="The labelled folder it was fine-tuned on (same splits)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: model.safetensors + model.json (card: qat), "
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: model.safetensors + model.json (card: qat), "
                              "metrics.json, qat_report.md."),
     epochs: int = typer.Option(3, help="QAT epochs (a short fine-tune)."),
     batch_size: int = typer.Option(8, help="Batch size."),
     lr: float = typer.Option(5e-5, help="AdamW learning rate (cosine decay)."),
     max_steps_per_epoch: int = typer.Option(0, help="Cap optimizer steps per epoch (0 = full epochs)."),
-    seed: int | None = typer.Option(None, help="Split seed [the fine-tune's, from config.yaml beside CHECKPOINT]."),
+    seed: int | None = typer.Option(None, "--split-seed", "--seed", help="Split seed [the fine-tune's, from "
+                                    "config.yaml beside CHECKPOINT] (--seed is the earlier name)."),
     threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
-    quiet: bool = typer.Option(False, "--quiet"),
-    json_out: bool = typer.Option(False, "--json", help="Print metrics.json to stdout."),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
+    json_out: Path | None = json_option("metrics.json's content"),
 ) -> None:
     """Quantization-aware fine-tune (PT2E QAT) of a trained checkpoint, for int8 exports that keep accuracy."""
     from .qat import QATConfig, run_qat
 
-    _setup_logging(quiet)
+    _setup_logging(quiet, verbose)
     if checkpoint.is_dir():
         checkpoint = checkpoint / "model.safetensors"
     summary = run_qat(QATConfig(checkpoint=str(checkpoint), data=str(data), out=str(out), epochs=epochs,
                                 batch_size=batch_size, lr=lr, seed=seed, threads=threads,
                                 max_steps_per_epoch=max_steps_per_epoch))
-    if json_out:
-        print(json.dumps(summary, indent=2))
-    elif not quiet:
+    if not emit_json(json_out, summary) and not quiet:
         key = "dice" if summary["task"] == "segmentation" else "accuracy"
         test = summary["test"]
         flat = {f"{when} QAT: {kind} {key}": test[when][kind].get(key) for when in ("before", "after")
@@ -125,24 +132,26 @@ def eval_cmd(
     model: Path = typer.Argument(..., help="A finetune checkpoint (model.safetensors) or an exported bundle folder."),
     data: Path = typer.Option(..., "--data", help="Labelled folder (same layout as pocus finetune)."),
     split: str = typer.Option("test", help="test | val | train | all (splits as in pocus finetune)."),
-    seed: int = typer.Option(0, help="Split seed (use the fine-tune's)."),
+    seed: int = typer.Option(0, "--split-seed", "--seed", help="Seed of the split (use the fine-tune's "
+                             "--split-seed; --seed is the earlier name)."),
     threads: int | None = typer.Option(None, help="Runtime threads for bundles."),
-    out: Path | None = typer.Option(None, "--out", help="Write eval.json with per-image rows here."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write eval.json with per-image rows to this folder."),
     measure: str | None = typer.Option(None, "--measure", help="ellipse: head circumference (mm) of the masks vs "
                                        "manifest.csv's head_circumference_mm, per split."),
-    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
+    json_out: Path | None = json_option("the report"),
 ) -> None:
     """Ground-truth metrics (Dice, IoU, HD95 / accuracy, macro-F1) for a checkpoint or a bundle."""
     from .eval_cli import run_eval
 
+    _setup_logging(quiet, verbose)
     if threads is not None:
         check("runtime_threads", threads, "--threads")
     if out is not None:
         check_out(out)
-    report = run_eval(model, data, split, seed, threads, out, measure)
-    if json_out:
-        print(json.dumps(report, indent=2))
-    else:
+    report = run_eval(model, data, split, seed, threads, out, measure, progress=not quiet)
+    if not emit_json(json_out, report) and not quiet:
         flat = {"evaluated as": report["evaluated_as"], "split": report["split"],
                 **{k: v for k, v in report["metrics"].items() if isinstance(v, (int, float))},
                 **{f"HC {name}: {k}": v for name, hc in report.get("head_circumference", {}).items()
@@ -156,7 +165,7 @@ def sweep(
     encoder: list[str] = typer.Option(["random"], "--encoder", help="random or NAME=student.safetensors "
                                       "(repeatable)."),
     fractions: str = typer.Option("0.05,0.1,0.2,0.5,1", help="Label fractions, comma-separated."),
-    out: Path = typer.Option(..., "--out", help="Folder for runs/, sweep.json and sweep.md."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for runs/, sweep.json and sweep.md."),
     epochs: int = typer.Option(20, help="Epochs per run."),
     image_size: int = typer.Option(256, help="Input size."),
     batch_size: int = typer.Option(16, help="Batch size."),
@@ -187,13 +196,13 @@ def sweep(
                        linear_probe=linear_probe, threads=threads)
     from .sweep import sweep_table
 
-    Console().print(sweep_table(result))
+    print_markdown(sweep_table(result))
 
 
 def embed_plot_cmd(
     encoder: list[str] = typer.Option(..., "--encoder", help="random or a student.safetensors (repeatable)."),
     data: list[Path] = typer.Option(..., "--data", help="Dataset folders, one colour each (repeatable)."),
-    out: Path = typer.Option(Path("embeddings.png"), "--out", help="PNG to write."),
+    out: Path = typer.Option(Path("embeddings.png"), "--out", "-o", help="PNG to write."),
     per_dataset: int = typer.Option(100, help="Frames per dataset."),
     image_size: int = typer.Option(224, help="Input size."),
 ) -> None:

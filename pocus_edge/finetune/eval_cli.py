@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..distill.progress import ItemProgress
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_json, nan_to_null
 from ..runtime.postprocess import postprocessing_for
@@ -43,10 +44,11 @@ def _predictor(model: Path, threads: int | None):
 
 
 def run_eval(model: Path, data: Path, split: str, seed: int, threads: int | None,
-             out: Path | None, measure: str | None = None) -> dict[str, Any]:
+             out: Path | None, measure: str | None = None, progress: bool = False) -> dict[str, Any]:
     """Metrics of MODEL on DATA's `split` (test by default); writes OUT/eval.json and per-image CSV when asked.
 
-    `measure="ellipse"` adds the head-circumference error against manifest.csv per split (measure_eval.py)."""
+    `measure="ellipse"` adds the head-circumference error against manifest.csv per split (measure_eval.py);
+    `progress` shows a bar over the images with ETA on stderr."""
     if split not in ("test", "val", "train", "all"):
         raise ConfigError(f"--split {split!r}: choose test, val, train or all")
     if measure is not None:
@@ -58,7 +60,9 @@ def run_eval(model: Path, data: Path, split: str, seed: int, threads: int | None
     splits = _splits(samples, seed, task, split, measure)
     chosen = samples if split == "all" else splits[split]
     truth = read_truth(data, chosen, measure) if measure is not None else None
-    result = evaluate_outputs(task, chosen, labels, predict, stage=f"eval of {model}", truth=truth, post=post)
+    with ItemProgress(len(chosen), f"eval {split}", enabled=progress) as bar:
+        result = evaluate_outputs(task, chosen, labels, _counted(predict, bar), stage=f"eval of {model}",
+                                  truth=truth, post=post)
     report = {"model": str(model), "evaluated_as": what, "data": str(data), "split": split, "seed": seed,
               "task": task, "metrics": nan_to_null(result["summary"])}  # undefined (NaN) metrics -> null
     if truth is not None:
@@ -67,6 +71,16 @@ def run_eval(model: Path, data: Path, split: str, seed: int, threads: int | None
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "eval.json", {**report, "per_image": nan_to_null(result["per_image"])})
     return report
+
+
+def _counted(predict, bar: ItemProgress):
+    """`predict` that advances the progress bar by the frames of each call."""
+    def run(grays):
+        outputs = predict(grays)
+        bar.advance(len(grays))
+        return outputs
+
+    return run
 
 
 def _splits(samples: list[Any], seed: int, task: str, split: str, measure: str | None) -> dict[str, list[Any]]:

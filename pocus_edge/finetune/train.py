@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..distill.progress import TrainProgress, progress_enabled
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_json, atomic_write_text, nan_to_null
 from ..limits import check, check_out
@@ -196,25 +197,33 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     key = "dice" if cfg.task == "segmentation" else "macro_f1"
     best, best_state, history = -1.0, None, []
     start = time.time()
-    for epoch in range(cfg.epochs):
-        model.train_mode()
-        losses = []
-        for step, (x, y) in enumerate(_batches(cfg, data, labels, rng)):
-            if step >= steps_per_epoch:
-                break
-            loss = _loss(cfg.task, model(x), y, loss_weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-        val = evaluate_model(model, splits["val"], cfg.task, labels, cfg.image_size)
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in
-                                                                              val["summary"].items()}})
-        log.info("epoch %d: loss %.4f, val %s %.4f", epoch + 1, np.mean(losses), key, val["summary"][key])
-        if val["summary"][key] > best:
-            best = val["summary"][key]
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    with TrainProgress(total, 0, progress_enabled(log), label="finetune") as progress:  # a bar per step, with ETA
+        for epoch in range(cfg.epochs):
+            model.train_mode()
+            losses = []
+            what = f"finetune epoch {epoch + 1}/{cfg.epochs}" + (f" (val {key} {best:.3f})" if best >= 0 else "")
+            t_step = time.perf_counter()
+            for step, (x, y) in enumerate(_batches(cfg, data, labels, rng)):
+                if step >= steps_per_epoch:
+                    break
+                loss = _loss(cfg.task, model(x), y, loss_weights)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                losses.append(float(loss.detach()))
+                now = time.perf_counter()
+                progress.update(epoch * steps_per_epoch + step + 1, losses[-1], len(x) / max(now - t_step, 1e-9),
+                                what)
+                t_step = now
+            val = evaluate_model(model, splits["val"], cfg.task, labels, cfg.image_size)
+            history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), **{f"val_{k}": v for k, v in
+                                                                                  val["summary"].items()}})
+            if not progress.live:  # the bar shows it on a terminal; logs (files, pipes) keep one line per epoch
+                log.info("epoch %d: loss %.4f, val %s %.4f", epoch + 1, np.mean(losses), key, val["summary"][key])
+            if val["summary"][key] > best:
+                best = val["summary"][key]
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
     model.eval()
     val = evaluate_model(model, splits["val"], cfg.task, labels, cfg.image_size)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ..cli_common import print_summary, setup_logging
+from ..cli_common import emit_json, json_option, print_summary, quiet_option, setup_logging, verbose_option
 from ..errors import ConfigError
 
 
@@ -26,7 +26,7 @@ def kd(
     transfer_list: Path | None = typer.Option(None, "--transfer-list", help="Distil only on the frames of "
                                               "--transfer this list names (pocus corpus select --out)."),
     data: Path = typer.Option(..., "--data", help="Labelled folder for stage 2 (same layout as pocus finetune)."),
-    out: Path = typer.Option(..., "--out", help="Run folder: kd/ (stage 1) and the final finetune checkpoint."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: kd/ (stage 1) and the final finetune checkpoint."),
     label_fraction: float = typer.Option(1.0, help="Share of the training split used in stage 2 (0 < F <= 1)."),
     epochs: int = typer.Option(20, help="Epochs of each stage (see --kd-epochs, --finetune-epochs)."),
     kd_epochs: int | None = typer.Option(None, help="Stage 1 epochs over the transfer set [--epochs]."),
@@ -53,11 +53,11 @@ def kd(
                                 "a finished stage 1) and run stage 2; `--resume auto` also starts a run that has no "
                                 "checkpoint yet."),
     resume_auto: bool = typer.Option(False, "--resume-auto", hidden=True),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or info logs."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the summary as JSON to this file."),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
+    json_out: Path | None = json_option("the summary"),
 ) -> None:
     """Distil a fine-tuned teacher into a small student on unlabeled frames (TS-KD), then fine-tune it on labels."""
-    from ..io import atomic_write_json, nan_to_null
     from ..models.registry import canonical_arch, parse_decoder_channels
     from .config import TASKS, KDConfig
     from .run import run_kd
@@ -67,7 +67,7 @@ def kd(
     if transfer_list is not None and not transfer_list.is_file():
         raise ConfigError(f"--transfer-list {transfer_list}: no such file; pass the list written by "
                           "`pocus corpus select --out`")
-    setup_logging(quiet)
+    setup_logging(quiet, verbose)
     widths = parse_decoder_channels(decoder_channels)
     cfg = KDConfig(task=TASKS[task], teacher_checkpoint=str(teacher), student=canonical_arch(student, "--student"),
                    data=[str(t) for t in transfer], data_list=str(transfer_list or ""), labeled_data=str(data),
@@ -81,9 +81,7 @@ def kd(
                    split_seed=split_seed,
                    threads=threads, resume="auto" if resume_auto else resume, quiet=quiet)
     summary = run_kd(cfg)
-    if json_out is not None:
-        atomic_write_json(json_out, nan_to_null(summary))
-    if not quiet:
+    if not emit_json(json_out, summary) and not quiet:
         test = summary["finetune"]["test"]
         print_summary("kd", {
             "student": cfg.student, "transfer frames (train/held-out)":

@@ -79,6 +79,10 @@ def model_input(grays: list[np.ndarray], manifest: dict[str, Any]) -> np.ndarray
     q = spec.get("quantization")
     if spec["dtype"] in ("int8", "uint8"):
         if not q:
-            raise ValueError("manifest: an integer input needs quantization scale and zero_point")
+            from .manifest import BundleError
+
+            raise BundleError(f"manifest.json: input {spec.get('name', '?')!r} is {spec['dtype']} but has no "
+                              "quantization scale and zero_point, so frames cannot be fed to it; re-export the "
+                              "bundle with pocus export")
         return quantize(batch, q["scale"], q["zero_point"], spec["dtype"])
     return batch.astype(spec["dtype"])

@@ -66,7 +66,11 @@ class SegmentationResult:
         """RGB uint8 of the gray image (H x W, uint8 or [0,1] float) with the mask tinted over it."""
         gray = image if image.dtype == np.uint8 else np.clip(np.rint(image * 255), 0, 255).astype(np.uint8)
         if gray.shape != self.mask.shape:
-            raise ValueError(f"overlay: image {gray.shape} and mask {self.mask.shape} differ in size")
+            from .images import InputError
+
+            raise InputError(f"overlay: the image is {gray.shape[0]}x{gray.shape[1]} but the mask is "
+                             f"{self.mask.shape[0]}x{self.mask.shape[1]}; pass the frame this result was predicted "
+                             "on (masks come back at the input's size)")
         rgb = np.repeat(gray[..., None], 3, axis=2).astype(np.float32)
         on = self.mask > 0
         rgb[on] = (1 - alpha) * rgb[on] + alpha * np.asarray(color, dtype=np.float32)
@@ -116,7 +120,11 @@ def output_as_float(raw: np.ndarray, manifest: dict[str, Any]) -> np.ndarray:
     q = spec.get("quantization")
     if out.dtype in (np.int8, np.uint8):
         if not q:
-            raise ValueError("manifest: an integer output needs quantization scale and zero_point")
+            from .manifest import BundleError
+
+            raise BundleError(f"manifest.json: output {spec.get('name', '?')!r} is {out.dtype} but has no "
+                              "quantization scale and zero_point, so it cannot be read as probabilities; re-export "
+                              "the bundle with pocus export")
         out = dequantize(out, q["scale"], q["zero_point"])
     out = out.astype(np.float32)
     if out.ndim == 4 and spec.get("layout") == "NHWC":

@@ -49,7 +49,10 @@ class TfliteBackend:
 
     def run(self, x: np.ndarray) -> np.ndarray:
         if x.dtype != self.input["dtype"]:
-            raise ValueError(f"tflite input expects {self.input['dtype']}, got {x.dtype}")
+            from ..images import InputError
+
+            raise InputError(f"model.tflite takes {np.dtype(self.input['dtype']).name} input, got {x.dtype}: pass "
+                             "the array Predictor.preprocess makes (it follows the manifest), not raw pixels")
         self.interpreter.set_tensor(self.input["index"], x)
         self.interpreter.invoke()
         return self.interpreter.get_tensor(self.output["index"]).copy()
