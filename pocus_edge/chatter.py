@@ -3,8 +3,8 @@ lowering and TPU probes, coremltools' missing-library lines, version warnings an
 
 Three layers, because the chatter comes three ways:
 - Python loggers of other libraries are raised to ERROR and their `warnings` are ignored (ours still show);
-- environment switches the native libraries read at start-up (TF_CPP_MIN_LOG_LEVEL, GLOG_minloglevel,
-  TQDM_DISABLE), set only when the user has not set them;
+- environment switches the libraries read at start-up (TF_CPP_MIN_LOG_LEVEL, GLOG_minloglevel, TQDM_DISABLE,
+  TORCH_LOGS), set only when the user has not set them;
 - whatever native code still writes to file descriptor 2 goes to a temporary file while a command runs
   (`hidden_native_stderr`); our logs, progress bars and `error:` lines go to the real stderr through `sys.stderr`.
   When a command fails with a traceback (a bug), the last hidden lines are shown with it.
@@ -21,10 +21,11 @@ import warnings
 from collections.abc import Iterator
 
 LIBRARY_LOGGERS = ("absl", "coremltools", "jax", "jax._src", "tensorflow", "tflite_runtime", "ai_edge_litert",
-                   "litert_torch", "ai_edge_torch", "onnxscript", "onnx_ir", "onnxruntime", "torch.onnx",
+                   "litert_torch", "ai_edge_torch", "onnxscript", "onnx_ir", "onnxruntime", "torch", "torch.onnx",
                    "torch._dynamo", "torch._inductor", "torch.export", "torch.fx", "torchao", "timm", "matplotlib",
                    "PIL", "h5py", "numexpr", "urllib3", "filelock", "huggingface_hub")
-QUIET_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "2", "TQDM_DISABLE": "1"}
+QUIET_ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "2", "TQDM_DISABLE": "1",
+                     "TORCH_LOGS": "-torch"}  # torch sets its loggers' levels when imported, after ours: tell it
 TAIL_LINES = 30
 
 

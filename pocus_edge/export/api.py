@@ -138,7 +138,8 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
                                                          search_set))
         manifest["files"] = hash_files(workdir, [result.model_file, *result.extra_files])
         write_manifest(workdir, manifest)
-        stages.begin(f"parity on {len(parity_set.images)} frames" if parity else "parity (skipped)")
+        stages.begin(f"parity on {len(parity_set.images)} frames" if parity and not result.parity_skip_reason
+                     else "parity skipped")
         report = _parity(net, spec, precision, workdir, parity_set, result, parity, parity_thresholds, pre)
         from ..io import atomic_write_json
 

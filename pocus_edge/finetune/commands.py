@@ -206,7 +206,7 @@ def embed_plot_cmd(
     per_dataset: int = typer.Option(100, help="Frames per dataset."),
     image_size: int = typer.Option(224, help="Input size."),
 ) -> None:
-    """t-SNE of encoder embeddings coloured by dataset (the paper's Fig. 2)."""
+    """t-SNE of encoder embeddings coloured by dataset (the paper's Figure 2)."""
     from .embed_plot import embed_plot
 
     check("per_dataset", per_dataset)
