@@ -323,7 +323,8 @@ def test_progress_of_finetune_export_and_eval(tmp_path, monkeypatch):
     monkeypatch.setattr(progress.StageProgress, "begin", lambda self, name: (stages.append(name),
                                                                              real_begin(self, name)))
     monkeypatch.setattr(progress.ItemProgress, "advance", lambda self, n=1: advanced.append(n))
-    logging.getLogger().setLevel(logging.INFO)  # what the CLI sets without --quiet
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", logging.INFO)  # what the CLI sets without --quiet; restored after the test
     data = write_phantom_dataset(tmp_path / "ph", 24, size=(64, 64), seed=2)
     from pocus_edge.finetune.train import FinetuneConfig, run_finetune
 
