@@ -312,7 +312,7 @@ def test_library_loggers_and_warnings_are_quiet_unless_verbose(verbose):
 
 # --- progress: finetune per step, export per stage, eval per image --------------------------------------------
 
-def test_progress_of_finetune_export_and_eval(tmp_path, monkeypatch):
+def test_progress_of_finetune_export_and_eval(tmp_path, monkeypatch, caplog):
     from pocus_edge.data.phantoms import write_phantom_dataset
     from pocus_edge.distill import progress
 
@@ -323,8 +323,7 @@ def test_progress_of_finetune_export_and_eval(tmp_path, monkeypatch):
     monkeypatch.setattr(progress.StageProgress, "begin", lambda self, name: (stages.append(name),
                                                                              real_begin(self, name)))
     monkeypatch.setattr(progress.ItemProgress, "advance", lambda self, n=1: advanced.append(n))
-    root = logging.getLogger()
-    monkeypatch.setattr(root, "level", logging.INFO)  # what the CLI sets without --quiet; restored after the test
+    caplog.set_level(logging.INFO)  # what the CLI sets without --quiet; pytest restores it after the test
     data = write_phantom_dataset(tmp_path / "ph", 24, size=(64, 64), seed=2)
     from pocus_edge.finetune.train import FinetuneConfig, run_finetune
 
