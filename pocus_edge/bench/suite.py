@@ -91,13 +91,14 @@ def run_suite(path: Path, only: str | None = None) -> dict[str, Any]:
         for target, precisions in suite["targets"].items():
             for precision in precisions:
                 bundles.setdefault(name, []).append(_bundle(suite, name, str(model), target, precision))
+    manifests = {str(p): verify_bundle(p) for ps in bundles.values() for p in ps}  # each checked once here
     rows, parity_rows = [], []
     for name, paths in bundles.items():
-        runnable = [p for p in paths if verify_bundle(p)["target"] in RUNS_HERE]
+        runnable = [p for p in paths if manifests[str(p)]["target"] in RUNS_HERE]
         if only != "parity":
             rows += measure_latency(runnable, suite["threads"], suite["warmup"], suite["runs"],
                                     command=f"pocus bench suite {path}", backend=None if all(
-                                        verify_bundle(p)["target"] != "tensorrt" for p in runnable) else "onnxruntime")
+                                        manifests[str(p)]["target"] != "tensorrt" for p in runnable) else "onnxruntime")
             if suite.get("baselines", True):
                 rows += measure_baselines(str(suite["models"][name]), suite.get("image_size"), suite["threads"],
                                           suite["warmup"], suite["runs"])
@@ -113,7 +114,6 @@ def run_suite(path: Path, only: str | None = None) -> dict[str, Any]:
         parity_rows = json.loads((out / "parity.json").read_text()).get("rows", [])
     else:
         atomic_write_json(out / "parity.json", nan_to_null({"rows": parity_rows}))
-    manifests = {str(p): verify_bundle(p) for ps in bundles.values() for p in ps}
     if rows:
         plot_latency(rows, out / "latency_by_precision.png")
     plot_size_vs_quality(manifests, parity_rows, out / "size_vs_quality.png")

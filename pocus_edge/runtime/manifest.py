@@ -4,12 +4,21 @@ The JSON Schema lives beside this module (manifest.schema.json) and is the singl
 Python runtime, the exporter and the Android core share. `verify_bundle` also checks the bundle digest
 (bundle.sha256, integrity.py) over every file, manifest included, and the sha256 of every file the manifest
 lists, so a tampered, truncated, incomplete or extended bundle is refused at load.
+
+A bundle is hashed once per process: a successful verification is remembered as a `VerifiedBundle` together with
+every file's stat fingerprint (size, mtime_ns, ctime_ns, inode); a later call re-hashes only when a file was added,
+removed or touched (ctime moves on any write and cannot be set back without root), or when the files were modified
+so recently that a change in the same clock tick could hide (the "racy" window, as git does).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import os
+import time
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +37,26 @@ class BundleError(PocusError):
     """A bundle is missing, incomplete, tampered with, or does not match its manifest."""
 
 
+RACY_NS = 2_000_000_000  # files changed this recently are re-hashed next time (timestamp granularity)
+
+
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """A bundle whose manifest, digest and listed sha256s were checked, with what the check computed."""
+
+    path: Path
+    manifest: dict[str, Any]
+    hashes: dict[str, str]  # {relative path: sha256} of every file, as verified
+    digest: str  # the bundle digest (bundle.sha256)
+    stamp: tuple  # the files' stat fingerprint when they were hashed
+
+
+_VERIFIED: dict[Path, VerifiedBundle] = {}
+
+
+def forget_verified() -> None:
+    """Drop every remembered verification (the next check hashes again)."""
+    _VERIFIED.clear()
 
 
 @lru_cache(maxsize=1)
@@ -94,12 +123,49 @@ def verify_bundle(bundle_dir: Path, trusted_keys: list[str | Path] | None = None
 
 def inspect_bundle(bundle_dir: Path, trusted_keys: list[str | Path] | None = None) -> tuple[dict[str, Any], Seal]:
     """`verify_bundle`, also returning the bundle's Seal (digest, signing key) for `pocus info`."""
-    from .integrity import TENSORRT_LOCAL_OUTPUTS, check_digest, check_signature, file_hashes, scan_files
+    from .integrity import check_signature
+
+    verified = verified_bundle(bundle_dir)
+    return copy.deepcopy(verified.manifest), check_signature(Path(bundle_dir), verified.digest, trusted_keys)
+
+
+def verified_bundle(bundle_dir: Path) -> VerifiedBundle:
+    """The bundle, verified (schema, digest, listed sha256s); hashed again only when its files changed since the
+    last verification in this process. Callers must not mutate the returned manifest (inspect_bundle copies it)."""
+    from .integrity import scan_files
 
     bundle_dir = Path(bundle_dir)
     marker = bundle_dir / MANIFEST_NAME
     if marker.is_symlink() or marker.is_file():  # a bundle (not e.g. a home folder): refuse links before reading
-        scan_files(bundle_dir)
+        before = _stamp(bundle_dir, scan_files(bundle_dir))
+        known = _VERIFIED.get(bundle_dir.resolve())
+        if known is not None and known.stamp == before:
+            return known
+    else:
+        before = None
+    verified = _verify(bundle_dir, before)
+    key = bundle_dir.resolve()
+    newest = max((t for entry in verified.stamp for t in entry[2:4]), default=0)
+    if verified.stamp and newest < time.time_ns() - RACY_NS:  # not racy: safe to remember
+        _VERIFIED[key] = verified
+    else:
+        _VERIFIED.pop(key, None)
+    return verified
+
+
+def _stamp(bundle_dir: Path, names: list[str]) -> tuple:
+    """(name, size, mtime_ns, ctime_ns, inode, device) of the bundle's files and seal files, in listing order."""
+    rows = []
+    for name in [*names, *sorted(n for n in os.listdir(bundle_dir) if n not in names)]:
+        st = os.lstat(bundle_dir / name)
+        rows.append((name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev))
+    return tuple(rows)
+
+
+def _verify(bundle_dir: Path, stamp: tuple | None) -> VerifiedBundle:
+    """Hash and check every file (the work behind verified_bundle)."""
+    from .integrity import TENSORRT_LOCAL_OUTPUTS, check_digest, file_hashes
+
     manifest = read_manifest(bundle_dir)
     hashes = file_hashes(bundle_dir)
     local = TENSORRT_LOCAL_OUTPUTS if manifest["target"] == "tensorrt" else ()
@@ -117,7 +183,7 @@ def inspect_bundle(bundle_dir: Path, trusted_keys: list[str | Path] | None = Non
                 f"{bundle_dir}: {name} sha256 {actual[:12]}… does not match the manifest ({expected[:12]}…); "
                 "the file was changed or corrupted after export"
             )
-    return manifest, check_signature(bundle_dir, digest, trusted_keys)
+    return VerifiedBundle(bundle_dir, manifest, hashes, digest, stamp or ())
 
 
 def _listed_digest(hashes: dict[str, str], name: str) -> str | None:

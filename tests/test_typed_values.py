@@ -1,0 +1,108 @@
+"""Typed values (issue 19 item 4): the verified-bundle object, ExportConfig, and the bench row type."""
+
+from __future__ import annotations
+
+import collections
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+import pocus_edge.runtime.integrity as integrity
+import pocus_edge.runtime.manifest as manifest_mod
+from pocus_edge.runtime.manifest import BundleError, forget_verified, verified_bundle, verify_bundle
+
+
+@pytest.fixture
+def hash_counter(monkeypatch):
+    """Counts sha256 computations per file name (every path that hashes bundle files goes through these two)."""
+    calls: collections.Counter = collections.Counter()
+    real = manifest_mod.sha256_file
+
+    def counting(path, *args, **kwargs):
+        calls[Path(path).name] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(integrity, "sha256_file", counting)
+    monkeypatch.setattr(manifest_mod, "sha256_file", counting)
+    forget_verified()
+    yield calls
+    forget_verified()
+
+
+@pytest.fixture
+def old_files(monkeypatch):
+    """Treat the test's just-written files as older than the racy window (files of a real bundle usually are)."""
+    monkeypatch.setattr(manifest_mod, "RACY_NS", 0)
+
+
+def _copy(bundle_factory, tmp_path, counter, name="b") -> Path:
+    """A private copy of a small bundle; the hashes its export made are not counted."""
+    out = tmp_path / name
+    shutil.copytree(bundle_factory("onnx", "fp32", model="encoder-resnet50"), out)
+    counter.clear()
+    return out
+
+
+def test_a_bundle_is_hashed_once_per_process(bundle_factory, tmp_path, hash_counter, old_files):
+    bundle = _copy(bundle_factory, tmp_path, hash_counter)
+    first = verify_bundle(bundle)
+    for _ in range(3):
+        assert verify_bundle(bundle) == first
+    assert hash_counter["model.onnx"] == 1 and hash_counter["manifest.json"] == 1
+    first["name"] = "changed by a caller"  # callers get copies: the remembered manifest stays as verified
+    assert verify_bundle(bundle)["name"] != "changed by a caller"
+
+
+def test_a_rewritten_file_is_hashed_again_and_refused(bundle_factory, tmp_path, hash_counter, old_files):
+    bundle = _copy(bundle_factory, tmp_path, hash_counter)
+    verify_bundle(bundle)
+    model = bundle / "model.onnx"
+    st = model.stat()
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 1  # same size, then the old mtime put back: only ctime shows the write
+    model.write_bytes(bytes(data))
+    os.utime(model, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(BundleError, match=r"model.onnx|digest"):
+        verify_bundle(bundle)
+    assert hash_counter["model.onnx"] == 2
+
+
+def test_an_added_file_is_noticed(bundle_factory, tmp_path, hash_counter, old_files):
+    bundle = _copy(bundle_factory, tmp_path, hash_counter)
+    verify_bundle(bundle)
+    (bundle / "extra.txt").write_text("x")
+    with pytest.raises(BundleError, match="extra.txt"):
+        verify_bundle(bundle)
+
+
+def test_recently_written_bundles_are_not_remembered(bundle_factory, tmp_path, hash_counter):
+    """Files written within the racy window could change within the same timestamp tick: hash them every time."""
+    bundle = _copy(bundle_factory, tmp_path, hash_counter)
+    verify_bundle(bundle)
+    verify_bundle(bundle)
+    assert hash_counter["model.onnx"] == 2
+    assert verified_bundle(bundle).hashes["model.onnx"] == verify_bundle(bundle)["files"]["model.onnx"]
+
+
+def test_suite_run_hashes_each_reused_bundle_once(bundle_factory, tmp_path, hash_counter, old_files, monkeypatch):
+    """Before the verified-bundle object one suite run hashed model.onnx 8 times (6 verifications + 2 latency
+    rows at 2 thread counts); now once."""
+    import yaml
+
+    from pocus_edge.bench import latency, suite
+    from pocus_edge.bench.stats import read_rows
+
+    monkeypatch.setattr(latency, "cold_start", lambda bundle, threads: {"cold_start_ms": 1.0, "peak_rss_mb": 1.0})
+    out = tmp_path / "suite"
+    _copy(bundle_factory, out / "bundles", hash_counter, "enc-onnx-fp32")  # reused: same exporter, built-in model
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump({"out": str(out), "image_size": 64, "models": {"enc": "encoder-resnet50"},
+                                    "targets": {"onnx": ["fp32"]}, "threads": [1, 2], "warmup": 1, "runs": 2,
+                                    "baselines": False}))
+    assert suite.run_suite(path)["rows"] == 2
+    assert hash_counter["model.onnx"] == 1, dict(hash_counter)
+    rows = read_rows(out / "latency.json")
+    expected = verify_bundle(out / "bundles" / "enc-onnx-fp32")["files"]["model.onnx"][:16]
+    assert {r["model_sha256"] for r in rows} == {expected}
