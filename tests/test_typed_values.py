@@ -106,3 +106,46 @@ def test_suite_run_hashes_each_reused_bundle_once(bundle_factory, tmp_path, hash
     rows = read_rows(out / "latency.json")
     expected = verify_bundle(out / "bundles" / "enc-onnx-fp32")["files"]["model.onnx"][:16]
     assert {r["model_sha256"] for r in rows} == {expected}
+
+
+def test_export_config_splits_fields_from_target_options():
+    from pocus_edge.export.base import ExportConfig
+
+    config = ExportConfig.of("unet-resnet50", "tflite", "int8", "out", image_size=64, calib_data="frames", nhwc=True,
+                             io="float")
+    assert (config.image_size, config.calib_data, config.num_parity) == (64, "frames", 32)
+    assert config.options == {"nhwc": True, "io": "float"}
+    assert config.to_json()["out"] == "out" and ExportConfig.of("m", "onnx", out=Path("b")).to_json()["out"] == "b"
+
+
+def test_export_is_a_thin_wrapper_and_unknown_options_are_still_refused(monkeypatch):
+    from pocus_edge.errors import ConfigError
+    from pocus_edge.export import api
+    from pocus_edge.export.base import ExportConfig
+
+    seen = []
+    monkeypatch.setattr(api, "export_config", lambda config: seen.append(config) or {"bundle": "b"})
+    assert api.export("m", "onnx", overwrite=True, explain=True) == {"bundle": "b"}
+    assert seen == [ExportConfig("m", "onnx", overwrite=True, options={"explain": True})]
+    monkeypatch.undo()
+    with pytest.raises(ConfigError, match=r"export option\(s\) 'nchw' unknown\. Did you mean 'nhwc'\?"):
+        api.export("unet-resnet50", "tflite", nchw=True)
+
+
+def test_cli_builds_the_export_config(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from pocus_edge.cli import app
+    from pocus_edge.export import api
+
+    seen = []
+    monkeypatch.setattr(api, "export_config", lambda config: seen.append(config) or {"bundle": str(tmp_path)})
+    result = CliRunner().invoke(app, ["export", "unet-resnet50", "-t", "tflite", "-p", "int8", "--calib-data",
+                                      str(tmp_path), "--nhwc", "--no-parity", "--parity-threshold", "dice_mean=0.9",
+                                      "--batch", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    (config,) = seen
+    assert (config.model, config.target, config.precision, config.calib_data) == ("unet-resnet50", "tflite", "int8",
+                                                                                   tmp_path)
+    assert config.parity is False and config.parity_thresholds == {"dice_mean": 0.9} and config.dynamic_batch is False
+    assert config.options["nhwc"] is True and config.options["io"] is None

@@ -19,7 +19,7 @@ from ..distill.progress import StageProgress, progress_enabled
 from ..errors import ConfigError
 from ..runtime.measure import parse_measurements
 from ..runtime.postprocess import postprocessing_for as postprocess_block
-from .base import ExportError, ExportRequest, version_of
+from .base import ExportConfig, ExportError, ExportRequest, version_of
 from .bundle import discard, hash_files, make_workdir, now_iso, publish, write_manifest
 from .parity import compare, judge, reference_outputs, thresholds_for
 from .quantize_calib import frames_for, write_frame_record
@@ -68,13 +68,18 @@ def value_range(pre: dict[str, Any]) -> list[float]:
 
 
 def export(model: str, target: str, precision: str = "fp32", out: str | Path | None = None,
-           image_size: int | None = None, calib_data: str | Path | None = None,
-           parity_data: str | Path | None = None, dynamic_batch: bool = False, raw_input: bool = False,
-           parity: bool = True, num_calib: int | None = None, num_parity: int = 32,
-           parity_thresholds: dict[str, float] | None = None, overwrite: bool = False,
-           fold_upsampling: bool | None = None, sign_key: str | Path | None = None,
-           measurements: str | list[str] | None = None, **target_options: Any) -> dict[str, Any]:
-    """Export MODEL to a bundle folder and return its manifest (parity summary included).
+           **kwargs: Any) -> dict[str, Any]:
+    """Export MODEL to a bundle folder and return its manifest: `export_config(ExportConfig.of(...))`.
+
+    Keyword arguments are ExportConfig's fields (image_size, calib_data, parity_data, dynamic_batch, raw_input,
+    parity, num_calib, num_parity, parity_thresholds, overwrite, fold_upsampling, sign_key, measurements); the
+    rest are target options of the capability table (targets.py), e.g. nhwc=True, io="float", explain=True.
+    """
+    return export_config(ExportConfig.of(model, target, precision, out, **kwargs))
+
+
+def export_config(config: ExportConfig) -> dict[str, Any]:
+    """Export `config.model` to a bundle folder and return its manifest (parity summary included).
 
     `fold_upsampling` rewrites a U-Net decoder's nearest-upsample + 3x3 convolution into fewer
     multiply-adds (upsample_fold.py); None = for fp32/fp16 only. Parity is always measured against the
@@ -83,11 +88,14 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
     `sign_key`: an Ed25519 private key PEM; the bundle then carries bundle.sig. `measurements`: what the runtime
     measures on masks ("area,ellipse", a list, or "none"; None: area for segmentation, none otherwise).
     """
-    target = canonical_target(target)
-    precision = check_precision(target, precision)
-    options = resolve_options(target, precision, {"calib_data": calib_data, "num_calib": num_calib,
-                                                  "dynamic_batch": dynamic_batch, "fold_upsampling": fold_upsampling,
-                                                  "measurements": _measurement_option(measurements), **target_options})
+    c = config
+    model, parity, parity_thresholds, num_parity = c.model, c.parity, c.parity_thresholds, c.num_parity
+    target = canonical_target(c.target)
+    precision = check_precision(target, c.precision)
+    options = resolve_options(target, precision, {"calib_data": c.calib_data, "num_calib": c.num_calib,
+                                                  "dynamic_batch": c.dynamic_batch,
+                                                  "fold_upsampling": c.fold_upsampling,
+                                                  "measurements": _measurement_option(c.measurements), **c.options})
     record_options = pop_record_options(options)  # --intended-use, --record, --license (record.py)
     calib_data, num_calib = options.pop("calib_data", None), options.pop("num_calib", 0)
     dynamic_batch, fold_upsampling = options.pop("dynamic_batch", False), options.pop("fold_upsampling")
@@ -97,13 +105,13 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
     module.check_available()
     if hasattr(module, "preflight"):
         module.preflight(options)
-    net, spec = resolve_model(model, image_size)
+    net, spec = resolve_model(model, c.image_size)
     lineage = trace_lineage(model, spec.source)  # the cards back to the first ancestor, smoke_test_only
     measure = _measurements_for(spec.task, measurements)
-    raw = raw_input or TARGETS[target].raw_input_only
+    raw = c.raw_input or TARGETS[target].raw_input_only
     pre = preprocessing_for(spec, raw)
     calibration, parity_set = frames_for(TARGETS[target].calibrates(precision, options), Path(calib_data) if calib_data
-                                         else None, parity_data, num_calib, num_parity)
+                                         else None, c.parity_data, num_calib, num_parity)
     search_set = None
     if TARGETS[target].calibrates(precision, options) and searches(options):  # choose on one part, judge on the other
         search_set, parity_set = split_held_out(parity_set)
@@ -112,7 +120,7 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
             thresholds_for(spec.task, precision, parity_thresholds)
         except KeyError as exc:
             raise ConfigError(f"--parity-threshold: {exc.args[0]}")
-    out = Path(out) if out else Path(f"{spec.name}-{target}-{precision}")
+    out = Path(c.out) if c.out else Path(f"{spec.name}-{target}-{precision}")
     convertible = fold_raw_input(net, spec.mean, spec.std, spec.image_size) if raw else net
     folded_blocks = 0
     if fold_upsampling:
@@ -121,7 +129,7 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
                             raw_input=raw, dynamic_batch=dynamic_batch, calibration=calibration, preprocessing=pre,
                             options=options, parity_images=search_set or parity_set,
                             parity_thresholds=thresholds_for(spec.task, precision, parity_thresholds))
-    workdir = make_workdir(out, overwrite)
+    workdir = make_workdir(out, c.overwrite)
     stages = StageProgress(f"export {target} {precision}", progress_enabled(log))  # stage names, elapsed times
     try:
         stages.begin(f"calibrate on {len(calibration.images)} frames + convert" if calibration is not None
@@ -161,7 +169,7 @@ def export(model: str, target: str, precision: str = "fp32", out: str | Path | N
         manifest["files"].update(vector_files)
         write_manifest(workdir, manifest)
         stages.begin("write bundle")
-        publish(workdir, out, sign_key=sign_key)  # bundle.sha256 (+ bundle.sig) written last
+        publish(workdir, out, sign_key=c.sign_key)  # bundle.sha256 (+ bundle.sig) written last
     except BaseException:
         stages.close(failed=True)
         discard(workdir)

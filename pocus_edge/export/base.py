@@ -1,4 +1,5 @@
-"""What every target module receives and returns: ExportRequest in, TargetResult out.
+"""What every target module receives and returns: ExportRequest in, TargetResult out; ExportConfig is what the
+user asked for (the CLI's flags), which export() resolves into an ExportRequest.
 
 A target module exposes `NAME`, `PRECISIONS`, `EXTRA` (the pip extra it needs), `check_available()`
 and `convert(request, workdir) -> TargetResult`. The bundle writer, parity and manifest are shared.
@@ -6,7 +7,8 @@ and `convert(request, workdir) -> TargetResult`. The bundle writer, parity and m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from torch import nn
@@ -22,6 +24,47 @@ class ExportError(PocusError):
 
 class MissingExtra(ExportError):
     """A converter package is not installed."""
+
+
+@dataclass
+class ExportConfig:
+    """What the user asked `export` for (the CLI's flags, the Python API's arguments), before resolution.
+
+    `options` holds the per-target options of the capability table (targets.py: --nhwc, --io, --explain, the
+    model record...); `resolve_options` checks them against the target and precision and fills the defaults.
+    """
+
+    model: str
+    target: str
+    precision: str = "fp32"
+    out: str | Path | None = None
+    image_size: int | None = None
+    calib_data: str | Path | None = None
+    parity_data: str | Path | None = None
+    dynamic_batch: bool = False
+    raw_input: bool = False
+    parity: bool = True
+    num_calib: int | None = None
+    num_parity: int = 32
+    parity_thresholds: dict[str, float] | None = None
+    overwrite: bool = False
+    fold_upsampling: bool | None = None  # None: the table's default (fp32/fp16 on, int8 off)
+    sign_key: str | Path | None = None
+    measurements: str | list[str] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model: str, target: str, precision: str = "fp32", out: str | Path | None = None,
+           **kwargs: Any) -> ExportConfig:
+        """The config from `export()`'s keyword arguments: named fields as such, the rest are target options."""
+        names = {f.name for f in fields(cls)} - {"options"}
+        given = {k: v for k, v in kwargs.items() if k in names}
+        return cls(model, target, precision, out, **given,
+                   options={k: v for k, v in kwargs.items() if k not in names})
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON values (paths as strings), e.g. to record what was asked."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
 
 @dataclass

@@ -79,7 +79,8 @@ def export_cmd(
 
     Options a target or precision does not take are refused (the table in pocus_edge/export/targets.py).
     """
-    from .api import export
+    from .api import export_config
+    from .base import ExportConfig
 
     setup_logging(quiet, verbose)
     for name, value in (("image_size", image_size), ("num_calib", num_calib), ("num_parity", num_parity)):
@@ -100,11 +101,12 @@ def export_cmd(
                "max_float_layers": max_float_layers, "float_layers": float_layers, "explain": explain,
                "reference_frames": reference_frames}
     options.update(intended_use=intended_use, record=record, license=license_)  # the model record (record.py)
-    manifest = export(model, target, precision, out, image_size=image_size, calib_data=calib_data,
-                      parity_data=parity_data, dynamic_batch=batch == "dynamic", raw_input=raw_input,
-                      parity=not no_parity, num_calib=num_calib, num_parity=num_parity,
-                      parity_thresholds=_parse_thresholds(parity_threshold), overwrite=overwrite,
-                      fold_upsampling=fold_upsample, sign_key=sign, measurements=measurements, **options)
+    config = ExportConfig(model, target, precision, out, image_size=image_size, calib_data=calib_data,
+                          parity_data=parity_data, dynamic_batch=batch == "dynamic", raw_input=raw_input,
+                          parity=not no_parity, num_calib=num_calib, num_parity=num_parity,
+                          parity_thresholds=_parse_thresholds(parity_threshold), overwrite=overwrite,
+                          fold_upsampling=fold_upsample, sign_key=sign, measurements=measurements, options=options)
+    manifest = export_config(config)
     if not emit_json(json_out, manifest) and not quiet:
         _print_bundle(Path(manifest["bundle"]), manifest)
 
