@@ -132,9 +132,11 @@ def test_int8_quantization_mismatch_is_refused(bundle_factory, tmp_path):
 
 
 def test_backend_choice_errors(bundle_factory):
-    with pytest.raises(Exception, match="cannot run a onnx bundle"):
+    from pocus_edge.errors import PocusError
+
+    with pytest.raises(PocusError, match=r"^backend tflite cannot run a onnx bundle; use onnxruntime$"):
         load(bundle_factory("onnx", "fp32"), backend="tflite")
-    with pytest.raises(Exception, match="unknown"):
+    with pytest.raises(PocusError, match=r"^backend 'openvino' is unknown; choose one of onnxruntime, .*tflite"):
         load(bundle_factory("onnx", "fp32"), backend="openvino")
 
 
