@@ -104,3 +104,23 @@ def bundle_factory(tmp_path_factory, phantom_dir):
         return cache[key]
 
     return get
+
+
+SMOKE_MODELS = {"segmentation": "unet-resnet50", "classification": "classifier-resnet50",
+                "embedding": "encoder-resnet50"}  # the built-in smoke model of each task (random weights, seed 0)
+
+
+@pytest.fixture(scope="session")
+def task_model():
+    """get(task) -> (net, spec): the deterministic smoke model of that task at TEST_IMAGE_SIZE, built once per
+    session; the same model bundle_factory(target, precision, model=SMOKE_MODELS[task]) exports."""
+    from pocus_edge.export.source import resolve_model
+
+    cache: dict[str, tuple] = {}
+
+    def get(task: str) -> tuple:
+        if task not in cache:
+            cache[task] = resolve_model(SMOKE_MODELS[task], TEST_IMAGE_SIZE)
+        return cache[task]
+
+    return get

@@ -141,10 +141,9 @@ def test_backend_choice_errors(bundle_factory):
 
 
 @pytest.mark.data
-def test_backends_agree_on_real_images(bundle_factory):
+def test_backends_agree_on_real_images(bundle_factory, task_model):
     """onnx fp32 and tflite fp32 bundles of one model: masks agree with each other and with PyTorch."""
     from pocus_edge.export.parity import reference_outputs
-    from pocus_edge.export.source import resolve_model
     from pocus_edge.runtime.postprocess import dice, sigmoid
 
     data = require_shared_data()
@@ -154,7 +153,7 @@ def test_backends_agree_on_real_images(bundle_factory):
     for ra, rb in zip(a, b, strict=True):
         assert dice(ra.mask, rb.mask) >= 0.99
     # PyTorch on the same frames, the mask judged at model resolution (what parity compares)
-    net, _ = resolve_model("unet-resnet50", 64)  # the same deterministic smoke model the bundles hold
+    net, _ = task_model("segmentation")  # the same deterministic smoke model the bundles hold
     grays = [load_gray(p) for p in paths]
     ref = sigmoid(reference_outputs(net, grays, onnx_p.manifest["preprocessing"]))[:, 0] >= 0.5
     out = sigmoid(onnx_p.raw_outputs(grays))[:, 0] >= 0.5

@@ -149,3 +149,16 @@ def test_cli_builds_the_export_config(monkeypatch, tmp_path):
                                                                                    tmp_path)
     assert config.parity is False and config.parity_thresholds == {"dice_mean": 0.9} and config.dynamic_batch is False
     assert config.options["nhwc"] is True and config.options["io"] is None
+
+
+@pytest.mark.parametrize("task", ["segmentation", "classification", "embedding"])
+def test_task_model_fixture_gives_each_task_its_output(task_model, task):
+    import torch
+
+    net, spec = task_model(task)
+    assert spec.task == task and task_model(task)[0] is net  # built once per session
+    with torch.no_grad():
+        out = net(torch.zeros(1, 3, spec.image_size, spec.image_size))
+    expected = {"segmentation": (1, 1, spec.image_size, spec.image_size), "classification": (1, len(spec.labels)),
+                "embedding": (1, 2048)}[task]
+    assert tuple(out.shape) == expected
