@@ -382,7 +382,7 @@ def test_eval_cli_measure_ellipse_writes_per_split_summary_and_rows(bundle_facto
     root = _hc_folder(tmp_path)
     bundle = bundle_factory("onnx", "fp32")
     _run(app, ["eval", str(bundle), "--data", str(root), "--measure", "ellipse", "--out", str(tmp_path / "ev")])
-    assert "HC test: mean_abs_diff_mm" in " ".join(capsys.readouterr().out.split())
+    assert "HC test: mean abs diff mm" in " ".join(capsys.readouterr().out.split())
     report = json.loads((tmp_path / "ev" / "eval.json").read_text())
     hc = report["head_circumference"]["test"]
     assert hc["images"] == len(report["per_image"]) and {"mean_abs_diff_mm", "sd_abs_diff_mm", "within_3mm",
