@@ -38,6 +38,15 @@ compression() {
   done
 }
 
+control() {  # compute-matched control: labels only for as many optimizer steps as kd's two stages (300 + 240)
+  for seed in $SEEDS; do
+    c=$OUT/hc18-mobilenetv3_large_100-labels540-s$seed
+    done_ "$c" || { log "mobilenetv3_large_100 labels-only 540 steps seed $seed"; $P finetune seg --data "$DATA/hc18" \
+                      --out "$c" --architecture mobilenetv3_large_100 --seed "$seed" "${SPLIT[@]}" --epochs 9 \
+                      --max-steps-per-epoch 60 --batch-size 8 --image-size $SIZE --threads ${THREADS:-2} --quiet; }
+  done
+}
+
 label() {  # 10 % labels: teacher and every student see the same labelled 10 %
   for ds in hc18 busi; do
     for seed in $SEEDS; do
@@ -61,7 +70,8 @@ label() {  # 10 % labels: teacher and every student see the same labelled 10 %
 
 case ${1:-all} in
   compression) compression ;;
+  control) control ;;
   label) label ;;
   all) compression; label ;;
-  *) echo "usage: $0 [compression|label|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [compression|control|label|all]" >&2; exit 2 ;;
 esac
