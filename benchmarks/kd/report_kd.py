@@ -57,6 +57,9 @@ def markdown(summary: dict[str, dict]) -> str:
     for arch in ("mobilenetv3_large_100", "efficientnet_b0"):
         lines.append(f"| U-Net-{arch} | {fmt(summary.get(f'hc18-{arch}-labels'))} | "
                      f"{fmt(summary.get(f'hc18-{arch}-kd'))} |")
+    control = summary.get("hc18-mobilenetv3_large_100-labels540")
+    lines += ["", f"Compute-matched control, MobileNetV3-Large U-Net on labels only for 540 steps (as many as kd's "
+              f"300 + 240): {fmt(control)}"]
     lines += ["", "## Label-efficient (10 % labels, MobileNetV3-Large U-Net student)", "",
               "| data | teacher (R50, 10 %) | scratch | task-agnostic KD (hidden only) | TS-KD (hidden + output) |",
               "|---|---|---|---|---|"]
