@@ -42,7 +42,7 @@ def predict(
         check("runtime_threads", threads, "--threads")
     check_out(out)
     report = run_predict(bundle, list(images or []), video, out, backend, threads, smooth,
-                         trusted_keys=trusted_key or None, dicom_seg=dicom_seg,
+                         trusted_keys=list(trusted_key) if trusted_key else None, dicom_seg=dicom_seg,
                          pixel_spacing_mm=parse_spacing(pixel_spacing, "--pixel-spacing"))
     if not emit_json(json_out, report):
         console.print(f"{summary_line(report)}; written to {out}", highlight=False)
