@@ -9,6 +9,7 @@ everything else: batch plan, accumulation, mixup, AMP, DDP, checkpoints, resume,
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import torch
@@ -28,8 +29,8 @@ from .setup import RESUME_FIELDS, RunData, build_models, prepare_data
 log = logging.getLogger(__name__)
 
 
-class DistillMethod:
-    """Interface and default behaviour; subclasses override what differs."""
+class DistillMethod(ABC):
+    """Interface and default behaviour; subclasses give the models and the outputs, and override what differs."""
 
     name = "base"
     resume_fields: tuple[str, ...] = RESUME_FIELDS
@@ -49,8 +50,9 @@ class DistillMethod:
         """The dataset the batch plan indexes with (frame index, augmentation seed)."""
         return AugmentedFrames(frames, cfg.image_size, cfg.aug)
 
+    @abstractmethod
     def build_models(self, cfg: DistillConfig, device: torch.device) -> tuple[nn.Module, nn.Module]:
-        raise NotImplementedError
+        """(frozen teacher, trainable student) on `device`."""
 
     def loss(self, teacher: nn.Module, student: nn.Module, images: torch.Tensor) -> torch.Tensor:
         """Loss of one micro-batch; `teacher(x)` and `student(x)` also give the tokens the held-out R² compares."""
@@ -65,8 +67,9 @@ class DistillMethod:
         path = Path(cfg.teacher_weights)
         return {"teacher_weights_sha256": sha256_file(path) if path.is_file() else cfg.teacher_weights}
 
+    @abstractmethod
     def save(self, run_dir: Path, model: nn.Module, cfg: DistillConfig, teacher: nn.Module, summary: dict) -> None:
-        raise NotImplementedError
+        """Write the run's result (student weights + card) into RUN_DIR."""
 
 
 class TokenDistillation(DistillMethod):

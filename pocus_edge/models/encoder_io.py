@@ -56,12 +56,7 @@ def load_encoder_state(weights_path: Path) -> tuple[dict[str, torch.Tensor], dic
     check_safetensors(weights_path)
     if not card_path.is_file():
         raise CheckpointError(f"{weights_path}: its card {card_path.name} is missing; copy it next to the weights")
-    try:
-        card = json.loads(card_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{card_path}: not valid JSON ({exc})")
-    if not isinstance(card, dict):
-        raise CheckpointError(f"{card_path}: not a checkpoint card (expected a JSON object)")
+    card = _parse_card(card_path)
     actual = sha256_file(weights_path)
     if card.get("weights_sha256") != actual:
         raise CheckpointError(
@@ -96,10 +91,15 @@ def read_card(weights_path: Path) -> dict:
     card_path = Path(weights_path).with_suffix(".json")
     if not card_path.is_file():
         raise CheckpointError(f"{weights_path}: no such checkpoint, or its card {card_path.name} is missing")
+    return _parse_card(card_path)
+
+
+def _parse_card(card_path: Path) -> dict:
+    """A card file as a dict; CheckpointError when it is not a JSON object."""
     try:
         card = json.loads(card_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{card_path}: not a valid JSON card ({exc})")
+        raise CheckpointError(f"{card_path}: not valid JSON ({exc})")
     if not isinstance(card, dict):
         raise CheckpointError(f"{card_path}: not a checkpoint card (expected a JSON object)")
     return card
