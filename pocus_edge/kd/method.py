@@ -90,7 +90,7 @@ class TaskKD(DistillMethod):
             "kind": "task_model", "task": cfg.task, "name": f"{'unet' if cfg.task == 'segmentation' else 'classifier'}"
             f"-{canonical_arch(cfg.student)}", "encoder": canonical_arch(cfg.student),
             "num_classes": card.get("num_classes", 1), "labels": card.get("labels", []),
-            "threshold": card.get("threshold"), "decoder_channels": _decoder_of(model.net, cfg),
+            "threshold": card.get("threshold"), "decoder_channels": _decoder_of(cfg),
             "encoder_origin": f"pocus kd stage 1 from {cfg.teacher_checkpoint}", "origin": "pocus kd (distillation)",
             "teacher": {"checkpoint": cfg.teacher_checkpoint, **self.fingerprint(cfg),
                         "architecture": card.get("encoder"), "smoke_test_only": bool(card.get("smoke_test_only"))},
@@ -98,7 +98,7 @@ class TaskKD(DistillMethod):
             "training": summary, "config": cfg.to_dict()})
 
 
-def _decoder_of(net: nn.Module, cfg: KDConfig) -> list[int] | None:
+def _decoder_of(cfg: KDConfig) -> list[int] | None:
     if cfg.task != "segmentation":
         return None
     from ..models.registry import default_decoder_channels
