@@ -12,6 +12,7 @@ cd "$(dirname "$0")/../.."
 DATA=${POCUS_SHARED_DATA:-../shared/data}
 OUT=benchmarks/kd/runs
 SEEDS=${SEEDS:-"0 1 2"}
+ARCHS=${ARCHS:-"mobilenetv3_large_100 efficientnet_b0"}   # compression students
 SIZE=128
 SPLIT=(--split-seed 0)
 FT=(--epochs 6 --max-steps-per-epoch 40 --batch-size 8 --image-size $SIZE --threads 2 --quiet)   # 240 steps
@@ -26,7 +27,7 @@ compression() {
     t=$OUT/hc18-teacher-r50-s$seed
     done_ "$t" || { log "teacher seed $seed"; $P finetune seg --data "$DATA/hc18" --out "$t" --architecture resnet50 \
                       --seed "$seed" "${SPLIT[@]}" "${FT[@]}"; }
-    for arch in mobilenetv3_large_100 efficientnet_b0; do
+    for arch in $ARCHS; do
       a=$OUT/hc18-$arch-labels-s$seed
       done_ "$a" || { log "$arch labels-only seed $seed"; $P finetune seg --data "$DATA/hc18" --out "$a" \
                         --architecture "$arch" --seed "$seed" "${SPLIT[@]}" "${FT[@]}"; }
