@@ -60,6 +60,7 @@ def markdown(summary: dict[str, dict]) -> str:
     control = summary.get("hc18-mobilenetv3_large_100-labels540")
     lines += ["", f"Compute-matched control, MobileNetV3-Large U-Net on labels only for 540 steps (as many as kd's "
               f"300 + 240): {fmt(control)}"]
+    lines += paired(summary)
     lines += ["", "## Label-efficient (10 % labels, MobileNetV3-Large U-Net student)", "",
               "| data | teacher (R50, 10 %) | scratch | task-agnostic KD (hidden only) | TS-KD (hidden + output) |",
               "|---|---|---|---|---|"]
@@ -69,6 +70,48 @@ def markdown(summary: dict[str, dict]) -> str:
                                                            "mobilenetv3_large_100-tskd")]
         lines.append(f"| {ds} | " + " | ".join(fmt(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def paired(summary: dict[str, dict]) -> list[str]:
+    """Per-seed comparisons of the kd student (same seed = same teacher, split and initialisation) and the goal check.
+
+    Goal (issue 14): kd Dice >= 0.98 x teacher, and kd above labels-only by more than the seeds' std (the larger std
+    of the two rows). Only seeds present in every row compared are used, and their number is printed.
+    """
+    lines = []
+    teacher = summary.get("hc18-teacher-r50")
+    for arch in ("mobilenetv3_large_100", "efficientnet_b0"):
+        kd = summary.get(f"hc18-{arch}-kd")
+        if teacher is None or kd is None:
+            continue
+        by_seed = {name: dict(zip(row["seeds"], row["test_dice"], strict=True))
+                   for name, row in (("teacher", teacher), ("kd", kd),
+                                     ("labels", summary.get(f"hc18-{arch}-labels")),
+                                     ("control", summary.get(f"hc18-{arch}-labels540"))) if row is not None}
+        lines += ["", f"Paired by seed, U-Net-{arch} (kd minus the other row, same seed):", "",
+                  "| comparison | seeds | per seed | mean ± std |", "|---|---|---|---|"]
+        for other, label in (("teacher", "kd / teacher (ratio)"), ("labels", "kd - labels only (240 steps)"),
+                             ("control", "kd - labels only, compute-matched (540 steps)")):
+            if other not in by_seed:
+                continue
+            seeds = sorted(set(by_seed["kd"]) & set(by_seed[other]))
+            if not seeds:
+                continue
+            vals = [by_seed["kd"][s] / by_seed[other][s] if other == "teacher" else by_seed["kd"][s] - by_seed[other][s]
+                    for s in seeds]
+            std = f" ± {statistics.stdev(vals):.4f}" if len(vals) > 1 else ""
+            shown = ", ".join(f"{v:.4f}" if other == "teacher" else f"{v:+.4f}" for v in vals)
+            lines.append(f"| {label} | {', '.join(map(str, seeds))} | {shown} | {statistics.fmean(vals):.4f}{std} |")
+        labels = summary.get(f"hc18-{arch}-labels")
+        if labels is not None and kd["dice_std"] is not None and labels["dice_std"] is not None:
+            keeps = kd["dice_mean"] >= 0.98 * teacher["dice_mean"]
+            margin = kd["dice_mean"] - labels["dice_mean"]
+            noise = max(kd["dice_std"], labels["dice_std"])
+            lines += ["", f"Goal check ({len(kd['seeds'])} kd seeds): kd / teacher = "
+                      f"{kd['dice_mean'] / teacher['dice_mean']:.4f} (goal >= 0.98: {'met' if keeps else 'NOT met'}); "
+                      f"kd - labels only = {margin:+.4f} vs the larger seed std {noise:.4f} "
+                      f"({'met' if margin > noise else 'NOT met'})."]
+    return lines
 
 
 def pareto(summary: dict[str, dict], latency_rows: list[dict], out_png: Path, out_json: Path) -> None:
