@@ -34,14 +34,9 @@ def _option(cmd, name):
     return next((p for p in cmd.params if name in getattr(p, "opts", [])), None)
 
 
-PENDING = {"corpus scan", "corpus select"}  # another helper's commands, not committed yet when this was written
-
-
 def _with(name):
-    """Commands having option `name`; PENDING ones are expected to fail until they adopt the shared options."""
-    return [pytest.param(path, cmd, id=path, marks=pytest.mark.xfail(
-        strict=True, reason="uses cli_common's json_option/quiet_option/verbose_option once committed"))
-        if path in PENDING else pytest.param(path, cmd, id=path) for path, cmd in _commands() if _option(cmd, name)]
+    """Commands having option `name`."""
+    return [pytest.param(path, cmd, id=path) for path, cmd in _commands() if _option(cmd, name)]
 
 
 def _cli(args: list[str], capsys) -> tuple[int, str, str]:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ..cli_common import console, setup_logging
+from ..cli_common import console, emit_json, json_option, quiet_option, setup_logging, verbose_option
 from ..errors import ConfigError
 from ..limits import check
 
@@ -22,26 +22,25 @@ CROP_HELP = ("Crop each frame to its ultrasound region (DICOM regions, else the 
 @corpus_app.command("scan")
 def scan(
     data: list[Path] = typer.Option(..., "--data", help=DATA_HELP),
-    out: Path = typer.Option(..., "--out", help="corpus.json to write (atomically)."),
+    out: Path = typer.Option(..., "--out", "-o", help="corpus.json to write (atomically)."),
     near_threshold: int = typer.Option(6, help="Near duplicate: perceptual hashes at most this many bits apart "
                                        "(0..32; -1 = do not look for near duplicates)."),
     max_video_frames: int = typer.Option(32, help="Frames sampled per video, as pocus distill."),
     crop_overlays: bool = typer.Option(False, "--crop-overlays", help=CROP_HELP),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or info logs."),
-    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
+    json_path: Path | None = json_option("the summary"),
 ) -> None:
     """List the frames pocus distill would read, with sha256s, sizes, skipped files, exact and near duplicates."""
     from .corpus_scan import check_threshold, scan_report, write_report
 
-    setup_logging(quiet)
+    setup_logging(quiet, verbose)
     check_threshold(near_threshold)
     _check_video_frames(max_video_frames)
     report = scan_report(list(data), near_threshold, max_video_frames, crop_overlays, quiet)
     write_report(out, report)
     summary = {k: v for k, v in report["summary"].items() if k != "per_folder"}
-    if json_out:
-        print(json.dumps(report["summary"], indent=2))
-    elif not quiet:
+    if not emit_json(json_path, report["summary"]) and not quiet:
         console.print(f"{out}: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()),
                       highlight=False)
 
@@ -51,8 +50,8 @@ def select(
     data: list[Path] = typer.Option(..., "--data", help=DATA_HELP),
     budget: str = typer.Option(..., "--budget", help="Frames to keep: a count (500) or a share of the usable "
                                "frames (25%)."),
-    out: Path = typer.Option(..., "--out", help="Frame list to write (for distill --data-list, kd --transfer-list); "
-                             "embeddings are cached in OUT.cache/."),
+    out: Path = typer.Option(..., "--out", "-o", help="Frame list to write (for distill --data-list, kd "
+                             "--transfer-list); embeddings are cached in OUT.cache/."),
     method: str = typer.Option("dual-rank", help="dual-rank (adapted from TinyUSFM) | kcenter | random."),
     teacher_weights: str | None = typer.Option(None, help="Teacher: local .safetensors/.pth, or 'random' (smoke "
                                                "tests); needed by dual-rank and kcenter."),
@@ -74,14 +73,15 @@ def select(
     max_video_frames: int = typer.Option(32, help="Frames sampled per video, as pocus distill."),
     crop_overlays: bool = typer.Option(False, "--crop-overlays", help=CROP_HELP),
     threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar or info logs."),
-    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    quiet: bool = quiet_option(),
+    verbose: bool = verbose_option(),
+    json_path: Path | None = json_option("the summary"),
 ) -> None:
     """Choose --budget frames (near duplicates removed first); the same inputs and seed give the same list."""
     from .corpus_embed import ProxySpec, TeacherSpec
     from .corpus_select import SelectSettings, select_frames
 
-    setup_logging(quiet)
+    setup_logging(quiet, verbose)
     check("image_size", image_size, "--image-size")
     check("batch_size", batch_size, "--batch-size")
     check("threads", threads, "--threads")
@@ -100,9 +100,7 @@ def select(
                               distance_order=distance_order, batch_size=batch_size,
                               max_video_frames=max_video_frames, crop_overlays=crop_overlays, quiet=quiet)
     summary = select_frames(settings)
-    if json_out:
-        print(json.dumps(summary, indent=2))
-    elif not quiet:
+    if not emit_json(json_path, summary) and not quiet:
         console.print(f"{out}: {summary['selected']} of {summary['usable_frames']} frames ({method}; "
                       f"{summary['near_duplicates_removed']} near duplicates removed first)", highlight=False)
 
