@@ -8,12 +8,12 @@ import datetime as dt
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from .host import host_device
-from .stats import ROW_SCHEMA, coefficient_of_variation, fps, latency_stats
+from .rows import LatencyMs, LatencyRow, finite_or_none
+from .stats import coefficient_of_variation, fps, latency_stats
 
 
 def _time(fn, warmup: int, runs: int) -> list[float]:
@@ -28,19 +28,19 @@ def _time(fn, warmup: int, runs: int) -> list[float]:
 
 
 def _row(name: str, task: str, backend: str, threads: int, samples: list[float], runs: int, warmup: int,
-         flops: int | None, size_mb: float | None) -> dict[str, Any]:
+         flops: int | None, size_mb: float | None) -> LatencyRow:
     stats = latency_stats(samples)
-    return {"schema": ROW_SCHEMA, "bundle": None, "model": name, "task": task, "target": "baseline",
-            "precision": "fp32", "backend": backend, "threads": threads, "batch": 1, "device": host_device(),
-            "profile": None, "warmup": warmup, "runs": runs, "latency_ms": stats,
-            "cv": coefficient_of_variation(samples), "fps": fps(stats["p50"]), "file_size_mb": size_mb,
-            "flops": flops, "gflops_per_s": flops / (stats["p50"] / 1000) / 1e9 if flops else None,
-            "source": "measured", "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-            "command": "pocus bench suite (baseline)"}
+    return LatencyRow(
+        bundle=None, model=name, task=task, target="baseline", precision="fp32", backend=backend, threads=threads,
+        batch=1, device=host_device(), profile=None, warmup=warmup, runs=runs, latency_ms=LatencyMs(**stats),
+        cv=finite_or_none(coefficient_of_variation(samples)), fps=finite_or_none(fps(stats["p50"])),
+        file_size_mb=size_mb, flops=flops, gflops_per_s=flops / (stats["p50"] / 1000) / 1e9 if flops else None,
+        source="measured", date=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
+        command="pocus bench suite (baseline)")
 
 
 def measure_baselines(model_arg: str, image_size: int | None, threads: list[int], warmup: int,
-                      runs: int) -> list[dict[str, Any]]:
+                      runs: int) -> list[LatencyRow]:
     """Rows for PyTorch eager fp32 and plain-export ONNX Runtime at each thread count."""
     import onnxruntime as ort
     import torch
@@ -52,7 +52,7 @@ def measure_baselines(model_arg: str, image_size: int | None, threads: list[int]
     flops = count_flops(net, spec.image_size)
     x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, spec.image_size, spec.image_size),
                                                                   dtype=np.float32))
-    rows = []
+    rows: list[LatencyRow] = []
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "plain.onnx"
         torch.onnx.export(net, (x,), str(path))  # the defaults a user would take

@@ -55,7 +55,7 @@ def bench_latency(
     from .host import apply_profile
     from .latency import check_bundles, measure_latency
     from .report import latency_table
-    from .stats import ROW_SCHEMA, validate_row, write_rows
+    from .rows import rows_document, write_rows
 
     _setup_logging(False, verbose)
     if plot is not None and plot.suffix.lower() != ".png":
@@ -80,9 +80,7 @@ def bench_latency(
 
         plot_latency(rows, plot)
     if json_path is not None and str(json_path) == "-":
-        for row in rows:
-            validate_row(row)
-        emit_json(json_path, {"schema": ROW_SCHEMA, "rows": rows})
+        emit_json(json_path, rows_document(rows))
         return
     if json_path is not None:
         write_rows(json_path, rows)
@@ -125,13 +123,14 @@ def bench_parity_cmd(
     if split not in ("test", "val", "train", "all"):
         raise PocusError(f"--split {split!r}: choose test, val, train or all")
     rows = bench_parity(bundles, reference, data, split, seed)
-    if emit_json(json_path, {"rows": rows}):
+    if emit_json(json_path, {"rows": [r.to_json() for r in rows]}):
         return
     for r in rows:
-        key = "dice_change" if "dice_change" in r else "accuracy_change"
-        console.print(f"{r['bundle']}: {r['target']} {r['precision']}: agreement "
-                      f"{', '.join(f'{k}={v:.4f}' for k, v in r['agreement'].items())}; {key} {r[key]:+.4f}",
-                      highlight=False)
+        key, change = ("dice_change", r.dice_change) if "dice" in r.ground_truth else ("accuracy_change",
+                                                                                      r.accuracy_change)
+        agreement = ", ".join(f"{k}={'undefined' if v is None else f'{v:.4f}'}" for k, v in r.agreement.items())
+        console.print(f"{r.bundle}: {r.target} {r.precision}: agreement {agreement}; {key} "
+                      f"{'undefined' if change is None else f'{change:+.4f}'}", highlight=False)
 
 
 @bench_app.command("suite")
@@ -160,7 +159,7 @@ def bench_import(
 ) -> None:
     """Merge results measured elsewhere (phones, tablets) into the same JSON rows as host runs."""
     from .importers import import_file
-    from .stats import read_rows, write_rows
+    from .rows import read_rows, write_rows
 
     existing = read_rows(into) if into.is_file() else []
     new = [row for f in files for row in import_file(f, device, model)]
@@ -185,8 +184,8 @@ def bench_coreml_report(
     report = measure_coreml_report(bundle, compute_units, warmup, runs)
     atomic_write_json(out, nan_to_null(report))
     row = report_to_row(report, out.name)
-    console.print(f"{row['device']['label']} {row['backend']}: p50 {row['latency_ms']['p50']:.2f} ms, cold start "
-                  f"{row['cold_start_ms']:.0f} ms -> {out}", highlight=False)
+    console.print(f"{row.device['label']} {row.backend}: p50 {row.latency_ms.p50:.2f} ms, cold start "
+                  f"{row.cold_start_ms:.0f} ms -> {out}", highlight=False)
 
 
 @bench_app.command("peak")

@@ -14,11 +14,14 @@ import platform
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import PocusError
+
+if TYPE_CHECKING:
+    from .rows import LatencyRow
 
 REPORT_FORMAT = "pocus-coreml-report/1"
 DEVICE_KINDS = {"MLCPUComputeDevice": "cpu", "MLGPUComputeDevice": "gpu",
@@ -30,7 +33,7 @@ def summarize_placement(ops: Iterable[tuple[str, str | None, float | None]]) -> 
 
     Ops Core ML gives no device for (constants) are counted as unplaced and carry no cost.
     """
-    per_device: dict[str, dict[str, float]] = {}
+    per_device: dict[str, dict[str, Any]] = {}
     unplaced = 0
     for _operator, device, cost in ops:
         if device is None:
@@ -140,28 +143,26 @@ def measure_coreml_report(bundle: Path, compute_units: str = "ALL", warmup: int 
                         warmup, _placement(model, compute_units), ct.__version__)
 
 
-def report_to_row(report: dict[str, Any], source_name: str) -> dict[str, Any]:
+def report_to_row(report: dict[str, Any], source_name: str) -> LatencyRow:
     """One result row (pocus-bench-row/1) from a report, labelled with the Mac it was measured on."""
-    from .stats import ROW_SCHEMA, coefficient_of_variation, fps, latency_stats
+    from .rows import LatencyMs, LatencyRow, finite_or_none
+    from .stats import coefficient_of_variation, fps, latency_stats
 
     if report.get("format") != REPORT_FORMAT:
         raise PocusError(f"{source_name}: not a {REPORT_FORMAT} document")
     try:
         stats = latency_stats(report["prediction_ms"])
         device = report["device"]
-        cold = report["load_ms"] + report["first_prediction_ms"]
         flops = report.get("flops")
-        return {
-            "schema": ROW_SCHEMA, "bundle": report["bundle"], "model": report["model"], "task": report["task"],
-            "target": "coreml", "precision": report["precision"], "backend": f"coreml ({report['compute_units']})",
-            "threads": None, "batch": 1,
-            "device": {"kind": "device", "label": device["name"], "name": device["name"], "os": device.get("os")},
-            "profile": None, "warmup": report.get("warmup"), "runs": len(report["prediction_ms"]),
-            "latency_ms": stats, "cv": coefficient_of_variation(report["prediction_ms"]), "fps": fps(stats["p50"]),
-            "cold_start_ms": cold, "peak_rss_mb": None, "file_size_mb": None, "flops": flops,
-            "gflops_per_s": flops / (stats["p50"] / 1000) / 1e9 if flops else None,
-            "compute_placement": report.get("placement"), "source": f"imported: Core ML report {source_name}",
-            "date": str(report["date"])[:10], "command": "pocus bench coreml-report (on the Mac named)",
-        }
-    except (KeyError, TypeError, ValueError) as exc:
+        return LatencyRow(
+            bundle=report["bundle"], model=report["model"], task=report["task"], target="coreml",
+            precision=report["precision"], backend=f"coreml ({report['compute_units']})", threads=None, batch=1,
+            device={"kind": "device", "label": device["name"], "name": device["name"], "os": device.get("os")},
+            profile=None, warmup=report.get("warmup"), runs=len(report["prediction_ms"]), latency_ms=LatencyMs(**stats),
+            cv=finite_or_none(coefficient_of_variation(report["prediction_ms"])), fps=finite_or_none(fps(stats["p50"])),
+            cold_start_ms=report["load_ms"] + report["first_prediction_ms"], peak_rss_mb=None, file_size_mb=None,
+            flops=flops, gflops_per_s=flops / (stats["p50"] / 1000) / 1e9 if flops else None,
+            compute_placement=report.get("placement"), source=f"imported: Core ML report {source_name}",
+            date=str(report["date"])[:10], command="pocus bench coreml-report (on the Mac named)")
+    except (KeyError, TypeError, ValueError) as exc:  # BenchRowError too: a field of the wrong type
         raise PocusError(f"{source_name}: malformed Core ML report ({type(exc).__name__}: {exc})")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import PocusError
-from .stats import ROW_SCHEMA, validate_row
+from .rows import BenchRowError, LatencyMs, LatencyRow
 
 _TIMINGS = re.compile(r"Inference timings in us: Init: ([\d.]+), First inference: ([\d.]+), "
                       r"Warmup \(avg\): ([\d.e+]+), Inference \(avg\): ([\d.e+]+)")
@@ -26,7 +26,7 @@ _KV = re.compile(r"^(?:INFO: )?(Graph|Num threads|Use gpu|Use xnnpack|Use nnapi)
 _MEMORY = re.compile(r"overall=([\d.]+)")
 
 
-def parse_tflite_benchmark(text: str, device_label: str, model: str) -> dict[str, Any]:
+def parse_tflite_benchmark(text: str, device_label: str, model: str) -> LatencyRow:
     """One row from benchmark_model's stdout; raises PocusError when the timings line is absent."""
     match = _TIMINGS.search(text)
     if not match:
@@ -41,23 +41,24 @@ def parse_tflite_benchmark(text: str, device_label: str, model: str) -> dict[str
     delegate = "gpu" if settings.get("Use gpu") == "1" else "nnapi" if settings.get("Use nnapi") == "1" else "cpu"
     memory = _MEMORY.search(text)
     mean_ms = avg_us / 1000
-    return {
-        "schema": ROW_SCHEMA, "bundle": settings.get("Graph", ""), "model": model, "task": "unknown",
-        "target": "tflite", "precision": "unknown", "backend": f"tflite benchmark_model ({delegate})",
-        "threads": int(settings["Num threads"]) if settings.get("Num threads", "").isdigit() else None,
-        "batch": 1, "device": {"kind": "device", "label": device_label, "name": device_label},
-        "profile": None, "warmup": None, "runs": runs,
-        "latency_ms": {"p50": None, "p90": None, "p99": None, "mean": mean_ms, "std": std_ms, "min": minimum,
-                       "max": maximum},
-        "cv": (std_ms / mean_ms) if std_ms is not None else None, "fps": 1000 / mean_ms,
-        "cold_start_ms": (init_us + first_us) / 1000, "peak_rss_mb": float(memory.group(1)) if memory else None,
-        "file_size_mb": None, "flops": None, "gflops_per_s": None, "source": "imported: tflite benchmark_model",
-        "date": dt.date.today().isoformat(), "command": "benchmark_model (see the imported file)",
-    }
+    if mean_ms <= 0:
+        raise PocusError(f"benchmark_model output reports an average inference time of {avg_us} us; nothing to import")
+    return LatencyRow(
+        bundle=settings.get("Graph", ""), model=model, task="unknown", target="tflite", precision="unknown",
+        backend=f"tflite benchmark_model ({delegate})",
+        threads=int(settings["Num threads"]) if settings.get("Num threads", "").isdigit() else None,
+        batch=1, device={"kind": "device", "label": device_label, "name": device_label}, profile=None, warmup=None,
+        runs=runs, latency_ms=LatencyMs(p50=None, p90=None, p99=None, mean=mean_ms, std=std_ms, min=minimum,
+                                        max=maximum),
+        cv=(std_ms / mean_ms) if std_ms is not None else None, fps=1000 / mean_ms,
+        cold_start_ms=(init_us + first_us) / 1000, peak_rss_mb=float(memory.group(1)) if memory else None,
+        file_size_mb=None, flops=None, gflops_per_s=None, source="imported: tflite benchmark_model",
+        date=dt.date.today().isoformat(), command="benchmark_model (see the imported file)")
 
 
-def import_file(path: Path, device_label: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
-    """Rows from a file: android_demo JSON (row schema), a Core ML report, or benchmark_model text."""
+def import_file(path: Path, device_label: str | None = None, model: str | None = None) -> list[LatencyRow]:
+    """Rows from a file: android_demo JSON (row schema, validated field by field), a Core ML report, or
+    benchmark_model text."""
     from .coreml_report import REPORT_FORMAT, report_to_row
 
     path = Path(path)
@@ -69,18 +70,18 @@ def import_file(path: Path, device_label: str | None = None, model: str | None =
     except json.JSONDecodeError:
         if not device_label:
             raise PocusError("benchmark_model text does not name the device: pass --device 'Pixel 8 (Tensor G3)'")
-        rows = [parse_tflite_benchmark(text, device_label, model or path.stem)]
-    else:
-        if isinstance(data, dict) and data.get("format") == REPORT_FORMAT:
-            data = report_to_row(data, path.name)
-        rows = data["rows"] if isinstance(data, dict) and "rows" in data else data if isinstance(data, list) else [data]
-        for row in rows:
-            row.setdefault("source", f"imported: {path.name}")
-            if not str(row["source"]).startswith("imported"):
-                row["source"] = f"imported ({row['source']}): {path.name}"
-    for row in rows:
-        try:
-            validate_row(row)
-        except ValueError as exc:
-            raise PocusError(f"{path}: {exc}")
-    return rows
+        return [parse_tflite_benchmark(text, device_label, model or path.stem)]
+    if isinstance(data, dict) and data.get("format") == REPORT_FORMAT:
+        return [report_to_row(data, path.name)]
+    rows = data["rows"] if isinstance(data, dict) and "rows" in data else data if isinstance(data, list) else [data]
+    if not isinstance(rows, list):
+        raise BenchRowError(f"{path}: 'rows' is not a list; rows follow pocus_edge/bench/row.schema.json")
+    return [LatencyRow.from_json(_imported(row, path.name), f"{path} row {k}") for k, row in enumerate(rows, 1)]
+
+
+def _imported(row: Any, name: str) -> Any:
+    """The row with its source saying it was imported from `name` (android_demo writes source "android_demo")."""
+    if not isinstance(row, dict):
+        return row  # from_json names what it is
+    source = row.get("source", f"imported: {name}")
+    return {**row, "source": source if str(source).startswith("imported") else f"imported ({source}): {name}"}

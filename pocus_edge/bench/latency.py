@@ -22,7 +22,8 @@ import numpy as np
 from ..runtime import load
 from ..runtime.manifest import verify_bundle
 from .host import host_device
-from .stats import NOISY_CV, ROW_SCHEMA, coefficient_of_variation, fps, latency_stats
+from .rows import LatencyMs, LatencyRow, finite_or_none
+from .stats import NOISY_CV, coefficient_of_variation, fps, latency_stats
 
 log = logging.getLogger(__name__)
 
@@ -46,19 +47,19 @@ def bundle_size_mb(bundle: Path, manifest: dict[str, Any]) -> float:
     return sum(p.stat().st_size for p in files) / 1e6
 
 
-def cold_start(bundle: Path, threads: int) -> dict[str, float]:
-    """Load + first inference and peak RSS in a fresh interpreter (what an app start costs)."""
+def cold_start(bundle: Path, threads: int) -> dict[str, float | None]:
+    """Load + first inference and peak RSS in a fresh interpreter (what an app start costs); None where it failed."""
     proc = subprocess.run([sys.executable, "-c", _COLD, str(bundle), str(threads)], capture_output=True, text=True,
                           timeout=600)
     if proc.returncode != 0:
         log.warning("cold-start run failed for %s: %s", bundle, proc.stderr.strip().splitlines()[-1:])
-        return {"cold_start_ms": float("nan"), "peak_rss_mb": float("nan")}
+        return {"cold_start_ms": None, "peak_rss_mb": None}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def measure_latency(bundles: list[Path], threads: list[int], warmup: int = 10, runs: int = 100, batch: int = 1,
                     profile: str | None = None, command: str = "", backend: str | None = None,
-                    with_cold_start: bool = True) -> list[dict[str, Any]]:
+                    with_cold_start: bool = True) -> list[LatencyRow]:
     """One result row per bundle x thread count."""
     rows = []
     device = host_device(profile)
@@ -84,7 +85,7 @@ def measure_latency(bundles: list[Path], threads: list[int], warmup: int = 10, r
 
 
 def _row(bundle: Path, predictor, threads: int, batch: int, samples: list[float], warmup: int, runs: int,
-         device: dict, command: str, with_cold_start: bool) -> dict[str, Any]:
+         device: dict, command: str, with_cold_start: bool) -> LatencyRow:
     manifest = predictor.manifest
     stats = latency_stats(samples)
     cv = coefficient_of_variation(samples)
@@ -92,18 +93,17 @@ def _row(bundle: Path, predictor, threads: int, batch: int, samples: list[float]
         log.warning("%s at %d thread(s): timings vary a lot (CV %.0f%%); the machine is noisy, numbers are "
                     "less reliable", bundle, threads, cv * 100)
     flops = manifest.get("flops")
-    row = {"schema": ROW_SCHEMA, "bundle": str(bundle), "model": manifest["name"], "task": manifest["task"],
-           "target": manifest["target"], "precision": manifest["precision"], "backend": predictor.backend.name,
-           "threads": threads, "batch": batch, "device": device, "profile": device.get("profile"),
-           "warmup": warmup, "runs": runs, "latency_ms": stats, "cv": cv, "fps": fps(stats["p50"], batch),
-           "file_size_mb": bundle_size_mb(bundle, manifest), "flops": flops,
-           "gflops_per_s": (flops * batch / (stats["p50"] / 1000) / 1e9) if flops else None,
-           "model_sha256": manifest["files"][manifest["model_file"]][:16],  # verified by load(): not hashed again
-           "source": "measured", "date": dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(),
-           "command": command}
-    if with_cold_start:
-        row.update(cold_start(bundle, threads))
-    return row
+    cold = cold_start(bundle, threads) if with_cold_start else {}
+    return LatencyRow(
+        bundle=str(bundle), model=manifest["name"], task=manifest["task"], target=manifest["target"],
+        precision=manifest["precision"], backend=predictor.backend.name, threads=threads, batch=batch, device=device,
+        profile=device.get("profile"), warmup=warmup, runs=runs, latency_ms=LatencyMs(**stats),
+        cv=finite_or_none(cv), fps=finite_or_none(fps(stats["p50"], batch)),
+        file_size_mb=bundle_size_mb(bundle, manifest), flops=flops,
+        gflops_per_s=(flops * batch / (stats["p50"] / 1000) / 1e9) if flops else None,
+        model_sha256=manifest["files"][manifest["model_file"]][:16],  # verified by load(): not hashed again
+        source="measured", date=dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat(), command=command,
+        cold_start_ms=finite_or_none(cold.get("cold_start_ms")), peak_rss_mb=finite_or_none(cold.get("peak_rss_mb")))
 
 
 def check_bundles(bundles: list[Path]) -> None:

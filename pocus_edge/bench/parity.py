@@ -7,15 +7,17 @@ metrics sit beside every bundle's, with the difference.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from ..errors import ConfigError
+from ..io import nan_to_null
+from .rows import ParityRow, finite_or_none
 
 
 def bench_parity(bundles: list[Path], reference: Path, data: Path, split: str = "test", seed: int = 0,
-                 threads: int | None = None) -> list[dict[str, Any]]:
+                 threads: int | None = None) -> list[ParityRow]:
     """One row per bundle: agreement metrics, ground-truth metrics, and the reference's ground-truth metrics."""
     from ..export.parity import compare
     from ..export.source import resolve_model
@@ -39,7 +41,7 @@ def bench_parity(bundles: list[Path], reference: Path, data: Path, split: str = 
         return frame_outputs(net, grays, pre)
 
     post = postprocessing_for(spec.task, spec.labels, spec.threshold)  # the card's threshold
-    reference_gt = evaluate_outputs(spec.task, samples, spec.labels, torch_predict, post=post)["summary"]
+    reference_gt = _summary(evaluate_outputs(spec.task, samples, spec.labels, torch_predict, post=post))
     grays = [to_gray01(load_pair(s)[0]) for s in samples]
     ref_out = torch_predict(grays)
     rows = []
@@ -49,11 +51,22 @@ def bench_parity(bundles: list[Path], reference: Path, data: Path, split: str = 
         if m["task"] != spec.task:
             raise ConfigError(f"{bundle}: a {m['task']} bundle cannot be compared with a {spec.task} reference")
         out = predictor.raw_outputs(grays)
-        gt = evaluate_outputs(spec.task, samples, spec.labels, predictor.raw_outputs,
-                              post=m["postprocessing"])["summary"]
+        gt = _summary(evaluate_outputs(spec.task, samples, spec.labels, predictor.raw_outputs,
+                                       post=m["postprocessing"]))
         key = "dice" if spec.task == "segmentation" else "accuracy"
-        rows.append({"bundle": str(bundle), "target": m["target"], "precision": m["precision"],
-                     "backend": predictor.backend.name, "images": len(samples), "split": split,
-                     "agreement": compare(spec.task, ref_out, out, spec.threshold), "ground_truth": gt,
-                     "reference_ground_truth": reference_gt, f"{key}_change": gt[key] - reference_gt[key]})
+        change = finite_or_none(gt[key] - reference_gt[key])
+        rows.append(ParityRow(bundle=str(bundle), target=m["target"], precision=m["precision"],
+                              backend=predictor.backend.name, images=len(samples), split=split,
+                              agreement=_finite(compare(spec.task, ref_out, out, spec.threshold)),
+                              ground_truth=gt, reference_ground_truth=reference_gt, **{f"{key}_change": change}))
     return rows
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Metrics with undefined values (NaN/inf) as null: rows hold no NaN."""
+    return cast(dict[str, Any], nan_to_null(metrics))
+
+
+def _summary(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The ground-truth summary of an evaluation (hd95 of an image whose masks are empty: null)."""
+    return _finite(evaluation["summary"])

@@ -4,10 +4,12 @@ bundle size against agreement with fp32 (a Pareto view).
 Every plot names its metric and unit on the axes, starts its value axes at 0 (bar lengths compare honestly), has a
 legend for its colours, and is saved with a tight bounding box so rotated labels are never cut off. Latency bars
 are the median (p50) with p10-p90 error bars; rows without p10 (imports from older tools) get an upper bar only.
+Rows are read as their JSON (rows.LatencyRow and ParityRow are read-only Mappings), so rows from a file plot alike.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,19 +27,19 @@ def _plt():
     return plt
 
 
-def _color(row: dict[str, Any]) -> str:
+def _color(row: Mapping[str, Any]) -> str:
     if row["target"] == "baseline":
         return BASELINE_COLOR
     return PRECISION_COLORS.get(row["precision"], OTHER_COLOR)
 
 
-def _label(row: dict[str, Any]) -> str:
+def _label(row: Mapping[str, Any]) -> str:
     if row["target"] == "baseline":
         return f"{row['model']}\n{row['backend'][:24]}"
     return f"{row['model']}\n{row['target']} {row['precision']}"
 
 
-def latency_error_bars(rows: list[dict[str, Any]]) -> list[list[float]]:
+def latency_error_bars(rows: Sequence[Mapping[str, Any]]) -> list[list[float]]:
     """[[p50 - p10, ...], [p90 - p50, ...]]: matplotlib's yerr for p10-p90 around the median (0 where unknown)."""
     lower, upper = [], []
     for r in rows:
@@ -55,7 +57,7 @@ def _save(fig, out: Path) -> Path:
     return out
 
 
-def plot_latency(rows: list[dict[str, Any]], out: Path) -> Path:
+def plot_latency(rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
     """Bars: p50 latency (ms) with p10-p90 error bars per (model, target, precision), one panel per thread count."""
     from matplotlib.patches import Patch
 
@@ -83,7 +85,7 @@ def plot_latency(rows: list[dict[str, Any]], out: Path) -> Path:
     return _save(fig, out)
 
 
-def plot_size_vs_quality(manifests: dict[str, dict], parity_rows: list[dict[str, Any]], out: Path) -> Path:
+def plot_size_vs_quality(manifests: dict[str, dict], parity_rows: Sequence[Mapping[str, Any]], out: Path) -> Path:
     """Scatter: model size (MB) vs agreement with fp32 (export parity), coloured by precision, labelled by
     target/precision (and the change against ground truth where `bench parity` measured it)."""
     from .latency import bundle_size_mb

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..io import atomic_write_json, atomic_write_text, nan_to_null
+from ..io import atomic_write_json, atomic_write_text
 from ..runtime.manifest import BundleError, verify_bundle
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def run_suite(path: Path, only: str | None = None) -> dict[str, Any]:
     from .parity import bench_parity
     from .plots import plot_latency, plot_size_vs_quality
     from .report import latency_table, parity_table
-    from .stats import read_rows, write_rows
+    from .rows import LatencyRow, ParityRow, read_rows, write_rows
 
     if only is not None and only not in STAGES:
         raise ConfigError(f"--only {only!r}: choose one of {', '.join(STAGES)}")
@@ -92,7 +92,8 @@ def run_suite(path: Path, only: str | None = None) -> dict[str, Any]:
             for precision in precisions:
                 bundles.setdefault(name, []).append(_bundle(suite, name, str(model), target, precision))
     manifests = {str(p): verify_bundle(p) for ps in bundles.values() for p in ps}  # each checked once here
-    rows, parity_rows = [], []
+    rows: list[LatencyRow] = []
+    parity_rows: list[ParityRow] = []
     for name, paths in bundles.items():
         runnable = [p for p in paths if manifests[str(p)]["target"] in RUNS_HERE]
         if only != "parity":
@@ -111,9 +112,11 @@ def run_suite(path: Path, only: str | None = None) -> dict[str, Any]:
     else:
         write_rows(out / "latency.json", rows)
     if only == "latency" and (out / "parity.json").is_file():
-        parity_rows = json.loads((out / "parity.json").read_text()).get("rows", [])
+        parity_file = out / "parity.json"
+        parity_rows = [ParityRow.from_json(r, f"{parity_file} row {k}")
+                       for k, r in enumerate(json.loads(parity_file.read_text()).get("rows", []), 1)]
     else:
-        atomic_write_json(out / "parity.json", nan_to_null({"rows": parity_rows}))
+        atomic_write_json(out / "parity.json", {"rows": [r.to_json() for r in parity_rows]})
     if rows:
         plot_latency(rows, out / "latency_by_precision.png")
     plot_size_vs_quality(manifests, parity_rows, out / "size_vs_quality.png")

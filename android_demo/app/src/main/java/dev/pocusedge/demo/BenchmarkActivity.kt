@@ -44,9 +44,7 @@ class BenchmarkActivity : AppCompatActivity() {
                 (SystemClock.elapsedRealtimeNanos() - s) / 1e6
             }
             val stats = LatencyStats(samples)
-            val device = mapOf<String, Any>(
-                "kind" to "android", "label" to "${Build.MANUFACTURER} ${Build.MODEL} (${Build.SOC_MODEL}), Android ${Build.VERSION.RELEASE}",
-                "model" to Build.MODEL, "soc" to Build.SOC_MODEL, "android" to Build.VERSION.RELEASE)
+            val device = LatencyStats.androidDevice(Build.MANUFACTURER, Build.MODEL, Build.SOC_MODEL, Build.VERSION.RELEASE)
             val row = stats.benchRow(model.manifest, "litert ${delegate.name.lowercase()}", threads, device, coldMs, warmup,
                 Instant.now().toString())
             model.close()

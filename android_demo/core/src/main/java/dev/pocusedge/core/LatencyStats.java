@@ -40,7 +40,26 @@ public final class LatencyStats {
         return m;
     }
 
-    /** A full result row in the `pocus-bench-row/1` schema, ready for `pocus bench import`. */
+    /** The device object of a row: the label tables show, and the model, SoC and Android version apart. */
+    public static Map<String, Object> androidDevice(String manufacturer, String model, String soc, String release) {
+        Map<String, Object> device = new LinkedHashMap<>();
+        device.put("kind", "android");
+        device.put("label", manufacturer + " " + model + " (" + soc + "), Android " + release);
+        device.put("model", model);
+        device.put("soc", soc);
+        device.put("android", release);
+        return device;
+    }
+
+    /** JSON has no NaN or infinity: a value that could not be computed is null (pocus_edge/bench/rows.py). */
+    private static Double finiteOrNull(double v) {
+        return Double.isFinite(v) ? v : null;
+    }
+
+    /**
+     * A full result row in the `pocus-bench-row/1` schema (pocus_edge/bench/row.schema.json, which the JVM tests
+     * validate it against), ready for `pocus bench import`.
+     */
     public Map<String, Object> benchRow(Manifest manifest, String backend, int threads, Map<String, Object> device,
                                         double coldStartMs, int warmup, String date) {
         Map<String, Object> row = new LinkedHashMap<>();
@@ -57,8 +76,8 @@ public final class LatencyStats {
         row.put("warmup", warmup);
         row.put("runs", runs);
         row.put("latency_ms", toJson());
-        row.put("cv", cv);
-        row.put("fps", 1000.0 / p50);
+        row.put("cv", finiteOrNull(cv));
+        row.put("fps", finiteOrNull(1000.0 / p50));
         row.put("cold_start_ms", coldStartMs);
         row.put("source", "android_demo");
         row.put("date", date);
