@@ -6,6 +6,7 @@ so augmentation does not depend on worker processes, their order, or where a run
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +18,25 @@ from .readers import read_frame
 from .transforms import augment, eval_transform, normalize
 
 
-def load_frame(ref: FrameRef) -> torch.Tensor:
-    """Decode a frame to a 1xHxW float tensor in [0, 1]."""
+def decode_frame(ref: FrameRef) -> torch.Tensor:
+    """Decode a frame to its H x W 8-bit pixels (overlay-cropped when the corpus asked for it)."""
     if ref.crop:
         from .overlay import read_cropped
 
         pixels = read_cropped(Path(ref.path), ref.frame)
     else:
         pixels = read_frame(Path(ref.path), ref.frame)
-    return torch.from_numpy(np.array(pixels, copy=True)).float().div_(255.0).unsqueeze(0)
+    return torch.from_numpy(np.array(pixels, copy=True))
+
+
+def to_unit_float(pixels: torch.Tensor) -> torch.Tensor:
+    """H x W 8-bit pixels -> 1 x H x W float tensor in [0, 1] (a new tensor: cached pixels stay untouched)."""
+    return pixels.to(torch.float32, copy=True).div_(255.0).unsqueeze(0)
+
+
+def load_frame(ref: FrameRef) -> torch.Tensor:
+    """Decode a frame to a 1xHxW float tensor in [0, 1]."""
+    return to_unit_float(decode_frame(ref))
 
 
 class AugmentedFrames(Dataset):
@@ -35,6 +46,7 @@ class AugmentedFrames(Dataset):
         self.frames = frames
         self.image_size = image_size
         self.preset = preset
+        self.load: Callable[[FrameRef], torch.Tensor] = load_frame  # the trainer swaps in a distill.data.FrameCache
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -42,7 +54,7 @@ class AugmentedFrames(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
         index, seed = key
         g = torch.Generator().manual_seed(int(seed))
-        return normalize(augment(self.preset, load_frame(self.frames[index]), self.image_size, g))
+        return normalize(augment(self.preset, self.load(self.frames[index]), self.image_size, g))
 
 
 class EvalFrames(Dataset):

@@ -23,6 +23,7 @@ from ..errors import ConfigError
 from ..io import atomic_write_text
 from . import checkpoint as ckpt
 from .config import DistillConfig, parse_save_every
+from .data import attach_frame_cache
 from .ddp import DistEnv, barrier, init_distributed, mean_across_ranks, params_in_sync, shutdown
 from .masked import MaskedConsistency
 from .method import DistillMethod, TokenDistillation
@@ -79,6 +80,18 @@ def _truncate_metrics(path: Path, after_step: int) -> None:
     atomic_write_text(path, "\n".join(kept) + ("\n" if kept else ""))
 
 
+def _match_state_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each optimizer state tensor its parameter's memory layout (fused AdamW pairs elements by storage).
+
+    A checkpoint written by a run whose student was not channels_last holds contiguous moments; the fused kernel
+    would silently update the wrong elements with them.
+    """
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 class Distiller:
     """One distillation run; `run()` returns a summary dict."""
 
@@ -94,6 +107,7 @@ class Distiller:
         self.save_every, self.save_unit = parse_save_every(cfg.save_every)
         self.fingerprint = {**self.method.fingerprint(cfg), "data_list_sha256": self.data.data_list_sha256}
         self.teacher, self.student = self.method.build_models(cfg, env.device)
+        self.student = self.student.to(memory_format=torch.channels_last)  # NHWC convolutions: faster fwd/bwd
         self.optimizer, self.scheduler = build_optimizer(cfg, self.student, self.data.total_steps)
         self.amp_dtype = autocast_dtype(cfg, env.device)
         self.scaler = torch.amp.GradScaler(env.device.type, enabled=self.amp_dtype == torch.float16)
@@ -146,6 +160,7 @@ class Distiller:
         path, state = found
         self.student.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        _match_state_layout(self.optimizer)
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         ckpt.set_rng_state(state["rng"])
@@ -199,7 +214,7 @@ class Distiller:
     def _train_step(self, micro_batches: list[torch.Tensor]) -> float:
         """One optimizer step over the accumulated micro-batches; returns the mean loss."""
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
+        total = torch.zeros((), dtype=torch.float64, device=self.env.device)  # summed on the device: one sync/step
         for i, images in enumerate(micro_batches):
             images = images.to(self.env.device, non_blocking=True)
             seed = self.cfg.seed * 1_000_003 + self.step * 997 + i * 31 + self.env.rank
@@ -211,7 +226,7 @@ class Distiller:
             with sync, _autocast(self.env.device, self.amp_dtype):
                 loss = self.method.loss(self.teacher, self.student, images) / len(micro_batches)
             self.scaler.scale(loss).backward()
-            total += float(loss.detach())
+            total += loss.detach().double()
         if self.cfg.clip_grad > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.clip_grad)
@@ -219,9 +234,10 @@ class Distiller:
         self.scaler.update()
         self.scheduler.step()
         self.step += 1
-        if not math.isfinite(total):
-            raise FloatingPointError(f"loss became {total} at step {self.step}; lower --lr or use --precision fp32")
-        return total
+        value = float(total)
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss became {value} at step {self.step}; lower --lr or use --precision fp32")
+        return value
 
     def _due_checkpoint(self) -> bool:
         if self.step >= self.data.total_steps:
@@ -249,8 +265,10 @@ class Distiller:
             self.student = DistributedDataParallel(self.student)
         self.student.train()
         plan = self.data.plan
+        dataset = self.method.train_dataset(self.data.train, self.cfg)
+        attach_frame_cache(dataset, self.cfg.num_workers)  # decode each file once, not once per epoch
         loader = DataLoader(
-            self.method.train_dataset(self.data.train, self.cfg),
+            dataset,
             batch_sampler=_MicroBatches(plan, start_step, self.data.total_steps),
             num_workers=self.cfg.num_workers, pin_memory=self.env.device.type == "cuda",
             persistent_workers=False,

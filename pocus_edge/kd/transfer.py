@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torchvision.transforms.v2.functional as TF
 
-from ..data.dataset import AugmentedFrames, load_frame
+from ..data.dataset import AugmentedFrames
 from ..data.transforms import augment, normalize
 
 
@@ -34,7 +34,7 @@ class ExpandedFrames(AugmentedFrames):
     def __getitem__(self, key: tuple[int, int]) -> torch.Tensor:
         index, seed = key
         variant, frame_index = divmod(index, self.base)
-        img = load_frame(self.frames[index])
+        img = self.load(self.frames[index])
         if variant:
             img = affine_variant(img, frame_index, variant)
         g = torch.Generator().manual_seed(int(seed))
