@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,19 @@ import pytest
 from pocus_edge.data.phantoms import write_phantom_dataset
 
 REPO = Path(__file__).resolve().parents[1]
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under pytest-xdist; None in a plain run
+
+if XDIST_WORKER:
+    # One compute thread per worker (pyproject runs `-n 2` on 2 cores): two workers x two torch/OpenMP threads
+    # oversubscribe the cores, and spinning OpenMP barriers then cost several times the work (a tiny finetune:
+    # 36 s at one thread, 460 s at two on a busy 2-core machine). Subprocesses (run_cli) inherit the variables.
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[_name] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _find_shared_data() -> Path:
     """POCUS_SHARED_DATA if set, else ../shared/data beside the checkout, else the workplace's /work/shared/data."""
     if os.environ.get("POCUS_SHARED_DATA"):
@@ -28,9 +44,30 @@ SHARED_DATA = _find_shared_data()
 TINY_TEACHER = {"depth": 3, "embed_dim": 48, "num_heads": 2}
 
 
+def shared_dir(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
+    """A folder made once per test session by `build(folder)`, also across pytest-xdist workers.
+
+    Under xdist the workers share the session's base temp folder: the first to ask builds (under a file lock),
+    the others wait and reuse it. A build that failed half-way is removed and redone by the next one asking.
+    Callers treat the folder as read-only (copy it to tmp_path to change it)."""
+    from filelock import FileLock  # a dependency of torch
+
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent if XDIST_WORKER else base) / "shared"  # xdist: basetemp/popen-gwN, one per worker
+    root.mkdir(exist_ok=True)
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory) -> Path:
-    return write_phantom_dataset(tmp_path_factory.mktemp("phantoms"), 40, size=(96, 96), seed=1)
+    return shared_dir(tmp_path_factory, "phantoms", lambda d: write_phantom_dataset(d, 40, size=(96, 96), seed=1))
 
 
 def tiny_config_yaml(path: Path, data: Path | list, **overrides) -> Path:
@@ -82,25 +119,25 @@ def bundle_factory(tmp_path_factory, phantom_dir):
     """get(target, precision, model=..., **options) -> bundle folder, exported once per session and cached."""
     from pocus_edge.export import export
 
-    root = tmp_path_factory.mktemp("bundles")
     cache: dict[tuple, Path] = {}
 
     def get(target: str, precision: str = "fp32", model: str = "unet-resnet50", **options) -> Path:
         key = (target, precision, model, repr(sorted(options.items())))
         if key not in cache:
-            out = root / f"{model}-{target}-{precision}-{len(cache)}"
             from pocus_edge.export.targets import TARGETS, canonical_target
 
             calibrates = TARGETS[canonical_target(target)].calibrates(precision)  # not Core ML int8 (weights only)
             calib = phantom_dir if calibrates or options.get("calib_data") == "phantoms" else None
-            options = {k: v for k, v in options.items() if k != "calib_data"}
+            kwargs = {k: v for k, v in options.items() if k != "calib_data"}
             if precision == "int8" and model == "unet-resnet50":
                 # A random-weight U-Net is far more sensitive to rounding than a trained one; the int8 goals
                 # (Dice >= 0.98) are measured on trained models in benchmarks/export. Here: well above chance.
-                options.setdefault("parity_thresholds", {"dice_mean": 0.8, "dice_min": 0.6,
-                                                         "prob_abs_diff_mean": 0.12})
-            export(model, target, precision, out, image_size=TEST_IMAGE_SIZE, calib_data=calib, **options)
-            cache[key] = out
+                kwargs.setdefault("parity_thresholds", {"dice_mean": 0.8, "dice_min": 0.6,
+                                                        "prob_abs_diff_mean": 0.12})
+            name = f"bundle-{model}-{target}-{precision}-{hashlib.sha1(repr(key).encode()).hexdigest()[:8]}"
+            folder = f"{model}-{target}-{precision}"
+            cache[key] = shared_dir(tmp_path_factory, name, lambda d: export(
+                model, target, precision, d / folder, image_size=TEST_IMAGE_SIZE, calib_data=calib, **kwargs)) / folder
         return cache[key]
 
     return get
