@@ -91,16 +91,24 @@ def test_peak_reports_positive_throughput():
     assert int8_gemm(1, size=256, repeats=2) > 0.1
 
 
-def test_tiny_suite_end_to_end(tmp_path):
+def test_tiny_suite_end_to_end(bundle_factory, tmp_path):
     """A one-model suite: export, reuse on the second run, latency + baselines, report and non-empty plots."""
+    import shutil
+
     import yaml
 
     suite = {"out": str(tmp_path / "suite"), "image_size": 64, "models": {"enc": "encoder-resnet50"},
              "targets": {"onnx": ["fp32"], "tflite": ["fp32"]}, "threads": [1], "warmup": 1, "runs": 3}
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(suite))
+    # the TFLite bundle is the session's (its conversion costs about twice the ONNX one): the first run reuses it,
+    # exports the ONNX one, and the second run reuses both
+    tflite = tmp_path / "suite" / "bundles" / "enc-tflite-fp32"
+    shutil.copytree(bundle_factory("tflite", "fp32", model="encoder-resnet50"), tflite)
+    tflite_stamp = (tflite / "manifest.json").stat().st_mtime_ns
     proc = run_cli("bench", "suite", str(path))
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tflite / "manifest.json").stat().st_mtime_ns == tflite_stamp  # reused, not exported again
     rows = read_rows(tmp_path / "suite" / "latency.json")
     backends = {r["backend"] for r in rows}
     assert {"onnxruntime", "tflite", "pytorch eager"} <= backends
