@@ -13,8 +13,8 @@ from pocus_edge.runtime.integrity import seal
 from pocus_edge.runtime.manifest import BundleError
 
 
-def _edited(bundle_factory, tmp_path, target, precision, change):
-    src = bundle_factory(target, precision, model="classifier-resnet50")
+def _edited(bundle_factory, tmp_path, target, precision, model, change):
+    src = bundle_factory(target, precision, model=model)
     dst = tmp_path / "b"
     shutil.copytree(src, dst)
     path = dst / "manifest.json"
@@ -28,18 +28,19 @@ def _edited(bundle_factory, tmp_path, target, precision, change):
     return dst
 
 
+# bundles the export tests make anyway (session cache): the U-Net's tflite int8 takes int8 NCHW input
 CASES = {
-    "onnx image size": ("onnx", "fp32", lambda i: i.update(shape=[1, 3, 128, 128])),
-    "onnx dtype": ("onnx", "fp32", lambda i: i.update(dtype="uint8")),
-    "tflite image size": ("tflite", "int8", lambda i: i.update(shape=[1, 3, 32, 32])),
-    "tflite dtype": ("tflite", "int8", lambda i: i.update(dtype="float32")),
+    "onnx image size": ("onnx", "fp32", "classifier-resnet50", lambda i: i.update(shape=[1, 3, 128, 128])),
+    "onnx dtype": ("onnx", "fp32", "classifier-resnet50", lambda i: i.update(dtype="uint8")),
+    "tflite image size": ("tflite", "int8", "unet-resnet50", lambda i: i.update(shape=[1, 3, 32, 32])),
+    "tflite dtype": ("tflite", "int8", "unet-resnet50", lambda i: i.update(dtype="float32")),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_manifest_that_does_not_describe_the_model_is_refused(bundle_factory, tmp_path, case):
-    target, precision, change = CASES[case]
-    bundle = _edited(bundle_factory, tmp_path, target, precision, change)
+    target, precision, model, change = CASES[case]
+    bundle = _edited(bundle_factory, tmp_path, target, precision, model, change)
     with pytest.raises(BundleError, match="the manifest does not describe this model: re-export"):
         rt.load(bundle)
 
