@@ -8,8 +8,12 @@ import time
 
 import pytest
 import torch
+from adversarial.test_cli_usage import run_pocus
 from conftest import REPO, run_cli, tiny_config_yaml
 from safetensors.torch import load_file
+
+# Refusals run the CLI in this process (run_pocus: the same entry point, without a fresh interpreter that imports
+# torch for each case); runs that train go through a real `python -m pocus_edge.cli` process.
 
 
 def test_distill_writes_every_output_and_learns(phantom_dir, tmp_path):
@@ -53,31 +57,32 @@ def test_flags_override_the_config_file(phantom_dir, tmp_path):
         (["--student", "resnet9000"], "not a timm model"),
     ],
 )
-def test_user_errors_end_in_one_clear_line(phantom_dir, tmp_path, extra, message):
+def test_user_errors_end_in_one_clear_line(phantom_dir, tmp_path, capsys, extra, message):
     cfg = tiny_config_yaml(tmp_path / "cfg.yaml", phantom_dir)
-    result = run_cli("distill", "--config", str(cfg), "--out", str(tmp_path / "run"), *extra)
-    assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
-    last_line = result.stderr.strip().splitlines()[-1]
+    code, _, err = run_pocus(["distill", "--config", cfg, "--out", tmp_path / "run", *extra], capsys)
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    last_line = err.strip().splitlines()[-1]
     assert last_line.startswith("error:") and message in last_line
 
 
-def test_missing_teacher_weights_and_empty_data_are_refused_before_training(tmp_path):
+def test_missing_teacher_weights_and_empty_data_are_refused_before_training(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    result = run_cli("distill", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run"))
-    assert result.returncode == 2 and "--teacher-weights is required" in result.stderr
-    result = run_cli("distill", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run"),
-                     "--teacher-weights", "random")
-    assert result.returncode == 2 and "no usable images found" in result.stderr and "Traceback" not in result.stderr
+    code, _, err = run_pocus(["distill", "--data", tmp_path / "empty", "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "--teacher-weights is required" in err
+    code, _, err = run_pocus(["distill", "--data", tmp_path / "empty", "--out", tmp_path / "run",
+                              "--teacher-weights", "random"], capsys)
+    assert code == 2 and "no usable images found" in err and "Traceback" not in err
 
 
-def test_existing_run_is_not_overwritten_without_resume(phantom_dir, tmp_path):
+def test_existing_run_is_not_overwritten_without_resume(phantom_dir, tmp_path, capsys):
     cfg = tiny_config_yaml(tmp_path / "cfg.yaml", phantom_dir, max_steps=2)
     assert run_cli("distill", "--config", str(cfg), "--out", str(tmp_path / "run")).returncode == 0
-    again = run_cli("distill", "--config", str(cfg), "--out", str(tmp_path / "run"))
-    assert again.returncode == 2 and "pass --resume" in again.stderr
-    changed = run_cli("distill", "--config", str(cfg), "--out", str(tmp_path / "run"), "--resume", "--seed", "9")
-    assert changed.returncode == 2 and "different settings" in changed.stderr and "seed" in changed.stderr
+    code, _, err = run_pocus(["distill", "--config", cfg, "--out", tmp_path / "run"], capsys)
+    assert code == 2 and "pass --resume" in err
+    code, _, err = run_pocus(["distill", "--config", cfg, "--out", tmp_path / "run", "--resume", "--seed", "9"],
+                             capsys)
+    assert code == 2 and "different settings" in err and "seed" in err
 
 
 def _distill_cmd(cfg, out, *extra):
@@ -129,11 +134,11 @@ def test_two_process_ddp_with_gloo(phantom_dir, tmp_path, objective, port):
     assert (tmp_path / "ddp" / "student.safetensors").is_file()
 
 
-def test_bf16_autocast_runs_on_cpu(phantom_dir, tmp_path):
+def test_bf16_autocast_runs_on_cpu(phantom_dir, tmp_path, capsys):
     cfg = tiny_config_yaml(tmp_path / "cfg.yaml", phantom_dir, max_steps=2, save_every="2")
     result = run_cli("distill", "--config", str(cfg), "--out", str(tmp_path / "run"), "--precision", "bf16", "--json")
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert summary["steps"] == 2
-    fp16 = run_cli("distill", "--config", str(cfg), "--out", str(tmp_path / "run16"), "--precision", "fp16")
-    assert fp16.returncode == 2 and "needs a CUDA GPU" in fp16.stderr
+    code, _, err = run_pocus(["distill", "--config", cfg, "--out", tmp_path / "run16", "--precision", "fp16"], capsys)
+    assert code == 2 and "needs a CUDA GPU" in err
