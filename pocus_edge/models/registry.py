@@ -46,6 +46,9 @@ ARCHITECTURES: dict[str, Architecture] = {
     "mobilenetv3_large_100": Architecture("tu-mobilenetv3_large_100", SLIM_DECODER, True, ("conv_head.",)),
     "mobilenetv3_small_100": Architecture("tu-mobilenetv3_small_100", SLIM_DECODER, True, ("conv_head.",)),
     "efficientnet_b0": Architecture("tu-efficientnet_b0", SLIM_DECODER, True, ("conv_head.", "bn2.")),
+    # ReLU, no squeeze-excitation: every op stays int8 in TFLite (benchmarks/kd/speed/README.md)
+    "mobilenetv4_conv_small": Architecture("tu-mobilenetv4_conv_small", SLIM_DECODER, True,
+                                           ("conv_head.", "norm_head.")),
 }
 BUILTIN_LABELS = {"segmentation": ["background", "lesion"], "classification": ["benign", "malignant", "normal"],
                   "embedding": []}
@@ -73,17 +76,46 @@ def default_decoder_channels(arch: str) -> tuple[int, ...]:
 
 
 def parse_decoder_channels(text: str | None) -> tuple[int, ...] | None:
-    """'auto'/None -> None (the architecture's default); '48,32,24,16,8' -> five positive widths."""
+    """'auto'/None -> None (the architecture's default); '48,32,24,16,8' -> five positive widths (a decoder to full
+    resolution); four widths ('48,32,24,16') -> the last stage is left out and the head works at 1/2 resolution."""
     if text is None or str(text).strip().lower() in ("", "auto"):
         return None
     try:
         widths = tuple(int(x) for x in str(text).split(","))
     except ValueError:
         widths = ()
-    if len(widths) != 5 or any(w < 1 or w > 1024 for w in widths):
-        raise ConfigError(f"--decoder-channels {text!r}: give five widths 1..1024, deepest first "
-                          f"(e.g. {','.join(map(str, SLIM_DECODER))}), or 'auto'")
+    if len(widths) not in (4, 5) or any(w < 1 or w > 1024 for w in widths):
+        raise ConfigError(f"--decoder-channels {text!r}: give four or five widths 1..1024, deepest first "
+                          f"(e.g. {','.join(map(str, SLIM_DECODER))}; four: the head runs at 1/2 resolution), "
+                          "or 'auto'")
     return widths
+
+
+class _EndAtHalfResolution(nn.Module):
+    """Takes the place of the U-Net's last (full-resolution) decoder stage: its input passes unchanged."""
+
+    def forward(self, x: torch.Tensor, target_height: int | None = None, target_width: int | None = None,
+                skip_connection: torch.Tensor | None = None) -> torch.Tensor:
+        return x
+
+
+def _unet(spec: Architecture, num_classes: int, channels: tuple[int, ...]) -> nn.Module:
+    """smp U-Net; with four decoder widths the full-resolution stage is dropped and a 3x3 head at 1/2 resolution
+    is followed by a x2 bilinear upsampling (half-pixel centres, as the runtime resizes), so the logits keep the
+    input size. At 128 px this halves a phone-class U-Net's int8 latency on XNNPACK (benchmarks/kd/speed/)."""
+    import segmentation_models_pytorch as smp
+
+    if len(channels) == 5:
+        return smp.Unet(encoder_name=spec.smp_name, encoder_weights=None, classes=num_classes,
+                        decoder_channels=channels)
+    if len(channels) != 4:
+        raise ConfigError(f"decoder_channels {list(channels)}: four or five widths expected")
+    net = smp.Unet(encoder_name=spec.smp_name, encoder_weights=None, classes=num_classes,
+                   decoder_channels=(*channels, channels[-1]))
+    net.decoder.blocks[-1] = _EndAtHalfResolution()
+    net.segmentation_head = nn.Sequential(nn.Conv2d(channels[-1], num_classes, kernel_size=3, padding=1),
+                                          nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
+    return net
 
 
 def timm_encoder(name: str) -> nn.Module:
@@ -115,11 +147,7 @@ def create_model(task: str, arch: str = "resnet50", num_classes: int = 1,
     if task == "classification":
         encoder = timm_encoder(canonical_arch(arch))
         return Classifier(encoder, encoder.num_features, num_classes)
-    import segmentation_models_pytorch as smp
-
-    channels = tuple(decoder_channels) if decoder_channels else spec.decoder_channels
-    return smp.Unet(encoder_name=spec.smp_name, encoder_weights=None, classes=num_classes,
-                    decoder_channels=channels)
+    return _unet(spec, num_classes, tuple(decoder_channels) if decoder_channels else spec.decoder_channels)
 
 
 def task_encoder(model: nn.Module) -> nn.Module:
