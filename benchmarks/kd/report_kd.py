@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+STUDENT_ROWS = ("mobilenetv3_large_100", "efficientnet_b0", "mobilenetv4_conv_small-half")  # -half: 4 decoder widths
 NAME = re.compile(r"^(?P<ds>hc18|busi)-(?P<row>.+)-s(?P<seed>\d+)$")
 
 
@@ -54,7 +55,7 @@ def markdown(summary: dict[str, dict]) -> str:
     lines = ["## Compression (HC18, all training labels, 128 px)", "",
              "| model | labels only | pocus kd (HC18 frames + lung as transfer set) |", "|---|---|---|",
              f"| U-Net-ResNet50 (teacher) | {fmt(summary.get('hc18-teacher-r50'))} | - |"]
-    for arch in ("mobilenetv3_large_100", "efficientnet_b0"):
+    for arch in STUDENT_ROWS:
         lines.append(f"| U-Net-{arch} | {fmt(summary.get(f'hc18-{arch}-labels'))} | "
                      f"{fmt(summary.get(f'hc18-{arch}-kd'))} |")
     control = summary.get("hc18-mobilenetv3_large_100-labels540")
@@ -80,7 +81,7 @@ def paired(summary: dict[str, dict]) -> list[str]:
     """
     lines = []
     teacher = summary.get("hc18-teacher-r50")
-    for arch in ("mobilenetv3_large_100", "efficientnet_b0"):
+    for arch in STUDENT_ROWS:
         kd = summary.get(f"hc18-{arch}-kd")
         if teacher is None or kd is None:
             continue

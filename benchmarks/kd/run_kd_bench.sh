@@ -12,7 +12,9 @@ cd "$(dirname "$0")/../.."
 DATA=${POCUS_SHARED_DATA:-../shared/data}
 OUT=benchmarks/kd/runs
 SEEDS=${SEEDS:-"0 1 2"}
-ARCHS=${ARCHS:-"mobilenetv3_large_100 efficientnet_b0"}   # compression students
+# compression students; ARCH:WIDTHS sets --decoder-channels (four widths: head at 1/2 resolution) and names the row
+# ARCH-half (e.g. mobilenetv4_conv_small:48,32,24,16 -> hc18-mobilenetv4_conv_small-half-*)
+ARCHS=${ARCHS:-"mobilenetv3_large_100 efficientnet_b0"}
 SIZE=128
 SPLIT=(--split-seed 0)
 FT=(--epochs 6 --max-steps-per-epoch 40 --batch-size 8 --image-size $SIZE --threads 2 --quiet)   # 240 steps
@@ -27,13 +29,15 @@ compression() {
     t=$OUT/hc18-teacher-r50-s$seed
     done_ "$t" || { log "teacher seed $seed"; $P finetune seg --data "$DATA/hc18" --out "$t" --architecture resnet50 \
                       --seed "$seed" "${SPLIT[@]}" "${FT[@]}"; }
-    for arch in $ARCHS; do
-      a=$OUT/hc18-$arch-labels-s$seed
-      done_ "$a" || { log "$arch labels-only seed $seed"; $P finetune seg --data "$DATA/hc18" --out "$a" \
-                        --architecture "$arch" --seed "$seed" "${SPLIT[@]}" "${FT[@]}"; }
-      b=$OUT/hc18-$arch-kd-s$seed
-      done_ "$b" || { log "$arch kd seed $seed"; $P kd seg --teacher "$t/model.safetensors" --student "$arch" \
-                        --transfer "$DATA/hc18" --transfer "$DATA/lung" --data "$DATA/hc18" --out "$b" \
+    for student in $ARCHS; do
+      arch=${student%%:*}; row=$arch; dec=()
+      if [ "$student" != "$arch" ]; then dec=(--decoder-channels "${student#*:}"); row=$arch-half; fi
+      a=$OUT/hc18-$row-labels-s$seed
+      done_ "$a" || { log "$row labels-only seed $seed"; $P finetune seg --data "$DATA/hc18" --out "$a" \
+                        --architecture "$arch" "${dec[@]}" --seed "$seed" "${SPLIT[@]}" "${FT[@]}"; }
+      b=$OUT/hc18-$row-kd-s$seed
+      done_ "$b" || { log "$row kd seed $seed"; $P kd seg --teacher "$t/model.safetensors" --student "$arch" \
+                        "${dec[@]}" --transfer "$DATA/hc18" --transfer "$DATA/lung" --data "$DATA/hc18" --out "$b" \
                         --seed "$seed" "${SPLIT[@]}" --resume auto "${KD[@]}"; }
     done
   done
