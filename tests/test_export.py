@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from adversarial.test_cli_usage import run_pocus
 from conftest import run_cli
 
 from pocus_edge.errors import ConfigError, PocusError
@@ -183,19 +184,20 @@ def test_bad_arguments_give_clear_errors(tmp_path, phantom_dir, monkeypatch):
         export("unet-resnet50", "tflite", out=tmp_path / "e", image_size=64)
 
 
-def test_cli_export_info_and_errors(bundle_factory, tmp_path):
-    bad = run_cli("export", "unet-resnet50", "--target", "tflte")
-    assert bad.returncode == 2 and "Did you mean 'tflite'" in bad.stderr and "Traceback" not in bad.stderr
+def test_cli_export_info_and_errors(bundle_factory, tmp_path, capsys):
+    # refusals in-process (run_pocus: no fresh interpreter importing torch per case); the export in a real process
+    code, _, err = run_pocus(["export", "unet-resnet50", "--target", "tflte"], capsys)
+    assert code == 2 and "Did you mean 'tflite'" in err and "Traceback" not in err
     info = run_cli("info", str(bundle_factory("onnx", "fp32")))
     assert info.returncode == 0 and "passed" in info.stdout and "checksums" in info.stdout
     missing = run_cli("info", str(tmp_path))
     assert missing.returncode == 2 and "manifest.json" in missing.stderr and "Traceback" not in missing.stderr
     out = tmp_path / "cli-bundle"
-    ok = run_cli("export", "encoder-resnet50", "-t", "onnx", "--image-size", "64", "--out", str(out), "--json")
+    ok = run_cli("export", "encoder-resnet18", "-t", "onnx", "--image-size", "64", "--out", str(out), "--json")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["parity"]["status"] == "passed"
-    again = run_cli("export", "encoder-resnet50", "-t", "onnx", "--image-size", "64", "--out", str(out))
-    assert again.returncode == 2 and "--overwrite" in again.stderr
+    code, _, err = run_pocus(["export", "encoder-resnet18", "-t", "onnx", "--image-size", "64", "--out", out], capsys)
+    assert code == 2 and "--overwrite" in err
 
 
 def test_ort_format_for_mobile_runtime(bundle_factory):
@@ -240,12 +242,12 @@ def test_histogram_calibration_and_coreml_compute_precision(bundle_factory, tmp_
     assert verify_bundle(fp32)["target_options"]["compute_precision"] == "fp32"
     assert "FLOAT16" not in program_text(fp32)
     assert "FLOAT16" in program_text(bundle_factory("coreml", "int8", model="classifier-resnet50"))
-    proc = run_cli("export", "classifier-resnet50", "--target", "coreml", "--image-size", "64",
-                   "--compute-precision", "fp8", "--out", str(tmp_path / "x"))
-    assert proc.returncode == 2 and "--compute-precision 'fp8': choose fp16 or fp32" in proc.stderr
+    code, _, err = run_pocus(["export", "classifier-resnet50", "--target", "coreml", "--image-size", "64",
+                              "--compute-precision", "fp8", "--out", tmp_path / "x"], capsys)
+    assert code == 2 and "--compute-precision 'fp8': choose fp16 or fp32" in err
 
 
-def test_tflite_int8_with_float_io(bundle_factory, tmp_path):
+def test_tflite_int8_with_float_io(bundle_factory, tmp_path, capsys):
     """--io float: full-integer inside, float32 graph input/output (NHWC here), parity checked, runtime runs it."""
     from pocus_edge.runtime import load
 
@@ -264,6 +266,6 @@ def test_tflite_int8_with_float_io(bundle_factory, tmp_path):
     assert (bundle / "model.tflite").stat().st_size < 0.3 * size_fp32
     result = load(bundle)(np.full((80, 90), 128, np.uint8))
     assert len(result.probabilities) == len(manifest["labels"])
-    proc = run_cli("export", "classifier-resnet50", "--target", "tflite", "--precision", "fp32", "--io", "int8",
-                   "--image-size", "64", "--out", str(tmp_path / "x"))
-    assert proc.returncode == 2 and "--io int8 (tflite int8 only) does not apply to tflite fp32" in proc.stderr
+    code, _, err = run_pocus(["export", "classifier-resnet50", "--target", "tflite", "--precision", "fp32", "--io",
+                              "int8", "--image-size", "64", "--out", tmp_path / "x"], capsys)
+    assert code == 2 and "--io int8 (tflite int8 only) does not apply to tflite fp32" in err
