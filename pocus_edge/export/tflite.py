@@ -69,16 +69,71 @@ def _example(request: ExportRequest) -> torch.Tensor:
     return torch.zeros(1, s, s, channels) if request.options.get("nhwc") else torch.zeros(1, channels, s, s)
 
 
+# aten ops annotated here by their target. litert-torch's PT2EQuantizer finds add and cat through the
+# `source_fn_stack` node metadata, which only strict (dynamo) export records; torch.export's default non-strict
+# trace leaves residual adds and U-Net skip concatenations unannotated. The TFLite converter then pushes the
+# neighbours' quantisation parameters through those float ops and can give a tfl.pad (a padded convolution
+# reading the same tensor) two different scales: "'tfl.pad' op quantization parameters violate the same scale
+# constraint" (MobileNetV3-S U-Net). ELEMENTWISE: int8 in and out, own output range. ACTIVATIONS: the same, for
+# activations TFLite and XNNPACK run in int8 (HARD_SWISH; SiLU and hard-sigmoid lower to several ops).
+ELEMENTWISE = ("add.Tensor", "add_.Tensor", "mul.Tensor", "mul_.Tensor")
+ACTIVATIONS = ("hardswish.default", "hardswish_.default")
+
+
+def _float_node(node) -> bool:
+    value = node.meta.get("val")
+    return isinstance(value, torch.Tensor) and value.is_floating_point()
+
+
+def _annotate_by_target(model: torch.fx.GraphModule, config, targets: tuple[str, ...]) -> None:
+    """Annotate, in place, the float-valued `targets` and aten.cat nodes the pattern matchers left unannotated."""
+    from litert_torch.quantize import pt2e_quantizer_utils as qu
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    wanted = {getattr(getattr(torch.ops.aten, op), overload) for op, overload in (t.split(".") for t in targets)}
+    for node in model.graph.nodes:
+        if node.op != "call_function" or qu._is_annotated([node]) or not _float_node(node):  # noqa: SLF001
+            continue
+        if node.target == torch.ops.aten.cat.default:
+            inputs = [a for a in node.args[0] if isinstance(a, torch.fx.Node)]
+            shared = SharedQuantizationSpec((inputs[0], node))
+            qmap = {a: (qu.get_input_act_qspec(config) if i == 0 else shared) for i, a in enumerate(inputs)}
+            node.meta["quantization_annotation"] = QuantizationAnnotation(
+                input_qspec_map=qmap, output_qspec=shared, _annotated=True)
+        elif node.target in wanted:
+            qmap = {a: qu.get_input_act_qspec(config) for a in node.args[:2]
+                    if isinstance(a, torch.fx.Node) and _float_node(a)}
+            node.meta["quantization_annotation"] = QuantizationAnnotation(
+                input_qspec_map=qmap, output_qspec=qu.get_output_act_qspec(config), _annotated=True)
+
+
+def int8_quantizer(targets: tuple[str, ...] = ELEMENTWISE + ACTIVATIONS):
+    """litert-torch's PT2E quantizer (int8 symmetric, per-channel weights) that also annotates `targets` and
+    aten.cat by target (see ELEMENTWISE), then re-runs its fixed-range (sigmoid) and shared-range (mean, view,
+    ...) propagation so ops after the newly quantised tensors follow."""
+    from litert_torch.quantize import pt2e_quantizer
+    from litert_torch.quantize import pt2e_quantizer_utils as qu
+
+    class Int8Quantizer(pt2e_quantizer.PT2EQuantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            super().annotate(model)
+            _annotate_by_target(model, self.global_config, targets)
+            qu.OP_TO_ANNOTATOR["fixed_qparams"](model, self.global_config)
+            qu.propagate_annotation(model)
+            return model
+
+    return Int8Quantizer().set_global(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+
+
 def _convert_int8(module: torch.nn.Module, request: ExportRequest, path: Path) -> None:
     import litert_torch
-    from litert_torch.quantize import pt2e_quantizer, quant_config
+    from litert_torch.quantize import quant_config
     from torchao.quantization.pt2e import quantize_pt2e
 
     from .quantize import calibration_batches
 
     example = _example(request)
-    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(
-        pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
+    quantizer = int8_quantizer()
     graph = torch.export.export(module, (example,)).module()
     prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
     with torch.no_grad():
