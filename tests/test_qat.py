@@ -59,12 +59,13 @@ def test_qat_checkpoint_says_qat_and_exports_to_int8_onnx_with_agreement(checkpo
     assert manifest["target_options"]["quantization"] == "static QDQ"
 
 
-def test_batchnorm_fold_and_write_back_are_exact():
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenetv3_small_100"])  # timm BatchNormAct2d: norm + activation
+def test_batchnorm_fold_and_write_back_are_exact(arch):
     from pocus_edge.finetune.qat import fold_batchnorm, unfold_into
     from pocus_edge.models.registry import create_model
 
     torch.manual_seed(0)
-    net = create_model("segmentation", "resnet18", 1, None).eval()
+    net = create_model("segmentation", arch, 1, None).eval()
     with torch.no_grad():  # BatchNorm statistics far from the identity, so a wrong fold shows
         for m in net.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
@@ -78,7 +79,7 @@ def test_batchnorm_fold_and_write_back_are_exact():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
     with torch.no_grad():
         folded.get_submodule(pairs[0][0]).weight.mul_(1.1)  # "training" changed the folded weights
-        back = unfold_into(create_model("segmentation", "resnet18", 1, None), folded.state_dict(), pairs)
+        back = unfold_into(create_model("segmentation", arch, 1, None), folded.state_dict(), pairs)
         assert torch.allclose(back(x), folded(x), rtol=1e-4, atol=1e-5)
         assert not torch.allclose(back(x), net(x), rtol=1e-4, atol=1e-5)
 

@@ -116,9 +116,17 @@ def fold_batchnorm(net: nn.Module, example: torch.Tensor) -> tuple[nn.Module, li
         bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
         fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
         folded.set_submodule(conv_name, fused)
-        folded.set_submodule(bn_name, nn.Identity())
+        folded.set_submodule(bn_name, _what_follows_the_norm(bn))
     _check_same(net.eval(), folded, example, "folding BatchNorm into the convolutions")
     return folded, pairs
+
+
+def _what_follows_the_norm(bn: nn.Module) -> nn.Module:
+    """What stays of a folded BatchNorm: nothing, or for timm's BatchNormAct2d (MobileNet/EfficientNet encoders) its
+    dropout and activation, which run after the normalisation inside the same module."""
+    if hasattr(bn, "act") and hasattr(bn, "drop"):
+        return nn.Sequential(bn.drop, bn.act)
+    return nn.Identity()
 
 
 @torch.no_grad()
