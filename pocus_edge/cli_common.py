@@ -18,7 +18,7 @@ from rich.markup import escape
 
 from .errors import ConfigError
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # never fold a message mid-path: piped output keeps each line whole
 
 
 def _stdout_is_terminal() -> bool:
