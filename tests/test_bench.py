@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from pocus_edge.bench.stats import coefficient_of_variation, fps, latency_stats, read_rows, validate_row
+from pocus_edge.bench.rows import read_rows, validate_row
+from pocus_edge.bench.stats import coefficient_of_variation, fps, latency_stats
 
 
 def test_latency_stats_on_known_samples():

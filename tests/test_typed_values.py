@@ -92,7 +92,7 @@ def test_suite_run_hashes_each_reused_bundle_once(bundle_factory, tmp_path, hash
     import yaml
 
     from pocus_edge.bench import latency, suite
-    from pocus_edge.bench.stats import read_rows
+    from pocus_edge.bench.rows import read_rows
 
     monkeypatch.setattr(latency, "cold_start", lambda bundle, threads: {"cold_start_ms": 1.0, "peak_rss_mb": 1.0})
     out = tmp_path / "suite"

@@ -1,16 +1,12 @@
 """Latency statistics in the definitions android_demo's LatencyStats.java repeats (numpy's linear percentiles).
 
-The result-row type lives in rows.py; its names are re-exported here for code written before it.
+The result-row type, its schema and its reading/writing live in rows.py.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .rows import ROW_SCHEMA, read_rows, validate_row, write_rows
-
-__all__ = ["NOISY_CV", "ROW_SCHEMA", "coefficient_of_variation", "fps", "latency_stats", "read_rows",
-           "validate_row", "write_rows"]
 NOISY_CV = 0.10
 
 
