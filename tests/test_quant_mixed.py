@@ -117,10 +117,12 @@ def test_bad_accuracy_options(tmp_path, phantom_dir, fragile, key, value):
         _export(tmp_path, "x", phantom_dir, **{key: value})
 
 
-def test_tflite_refuses_float_layers_and_says_why():
-    with pytest.raises(ConfigError, match=r"--float-layers conv1 .*not apply to tflite int8.*no per-layer float "
-                                          r"fallback"):
-        resolve_options("tflite", "int8", {"calib_data": "frames/", "float_layers": "conv1"})
+def test_coreml_refuses_float_layers_and_says_where_they_apply():
+    with pytest.raises(ConfigError, match=r"--float-layers conv1 \(onnx/tflite/tensorrt int8 only\) does not apply to "
+                                          r"coreml int8.*built for onnx, tensorrt and tflite int8"):
+        resolve_options("coreml", "int8", {"float_layers": "conv1"})
+    assert resolve_options("tflite", "int8", {"calib_data": "frames/", "float_layers": "conv1"})["float_layers"] == \
+        "conv1"  # tflite int8 takes it (tests/test_tflite_mixed.py)
 
 
 def test_phantom_parity_only_by_name_and_the_manifest_says_so(tmp_path, phantom_dir, fragile):

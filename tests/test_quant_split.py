@@ -59,7 +59,8 @@ def test_too_few_frames_to_split_is_a_clear_error(images, names):
     ({"mixed_precision": False, "float_layers": None, "calibration_method": "auto"}, True),
     ({"mixed_precision": True, "float_layers": "conv1", "calibration_method": "minmax"}, False),
     ({"mixed_precision": False, "float_layers": None, "calibration_method": "minmax"}, False),
-    ({"io": "int8"}, False),  # tflite int8: no search
+    ({"io": "float", "mixed_precision": False, "float_layers": None}, False),  # tflite --io float (preflight: off)
+    ({"io": "int8", "mixed_precision": True, "float_layers": None}, True),  # tflite int8 searches like onnx
 ])
 def test_which_exports_split(options, expected):
     assert searches(options) is expected

@@ -47,7 +47,7 @@ def export_float_onnx(request: ExportRequest, path: Path) -> None:
     except Exception as exc:
         raise ExportError(f"torch.onnx.export failed for {request.spec.name}: {type(exc).__name__}: {exc}")
     model = onnx.load(str(path))
-    scopes = _module_scopes(model)
+    scopes = _conv_not_norm(model, _module_scopes(model), getattr(program, "exported_program", None))
     try:
         import onnxslim
 
@@ -75,6 +75,22 @@ def _module_scopes(model) -> dict[str, str]:
                 if modules:
                     scopes[node.name] = modules[-1]
     return scopes
+
+
+def _conv_not_norm(model, scopes: dict[str, str], exported) -> dict[str, str]:
+    """The exporter fuses convolution + BatchNorm into one Conv carrying the BatchNorm's scope: name that Conv by the
+    convolution's module path (the layer a user knows; the int8 report and --float-layers use it)."""
+    if exported is None:
+        return scopes
+
+    def path(node) -> str:
+        stack = node.meta.get("nn_module_stack") or {}
+        return list(stack.values())[-1][0] if stack else ""
+
+    norms = {path(n): path(n.args[0]) for n in exported.graph.nodes if n.op == "call_function"
+             and "batch_norm" in str(n.target) and n.args and "conv" in str(getattr(n.args[0], "target", ""))}
+    convs = {n.name for n in model.graph.node if n.op_type in ("Conv", "ConvTranspose")}
+    return {k: norms.get(v) or v if k in convs else v for k, v in scopes.items()}
 
 
 def _set_module_scopes(model, scopes: dict[str, str]) -> None:

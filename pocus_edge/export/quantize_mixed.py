@@ -2,9 +2,11 @@
 
 Automatic mixed precision (NNCF/TensorRT style: the accuracy target is the input, the float layers the output):
 full int8 is scored against the fp32 graph on the held-out parity frames; if it misses the target, layers are
-ranked by how much keeping each one alone in float recovers (output SQNR on up to 8 frames), and kept in float
-greedily in that order until the target is met or the limit is reached. The mixed model and full int8 are timed
-(median of a few runs, same thread count) and both recorded.
+ranked by how much keeping each one alone in float recovers (output SQNR on up to 8 frames), and tried in that
+order: a layer stays in float only if it raises the agreement on the search frames (every try is recorded),
+until the target is met, the limit is reached or 3 x the limit layers were tried. Targets: ONNX/TensorRT
+(Int8Job, quantize.py) and TFLite PT2E (TfliteInt8Job, tflite_mixed.py), one interface. The mixed model and
+full int8 are timed (median of a few runs, same thread count) and both recorded.
 
 The choice is made on one part of the held-out frames and judged on the other (`split_held_out`): the search (and
 `--calib-method auto`) sees only the search part, the bundle's final parity check only the check part, so the
@@ -27,6 +29,7 @@ LIMIT_FRACTION = 0.05  # --max-float-layers default: 5 % of the layers (at least
 TIMED_RUNS = 5
 THREADS = 1
 MIN_SPLIT_FRAMES = 2  # frames each part of the held-out set needs at least (search, final check)
+TRIES_PER_LAYER = 3  # the search tries at most this many ranked layers per layer it may keep
 
 
 def searches(options: dict[str, Any]) -> bool:
@@ -97,14 +100,25 @@ def pick_method(job) -> tuple[str, dict[str, Any]]:
     return best, {m: {job.primary: s[job.primary], "output_sqnr_db": s["output_sqnr_db"]} for m, s in scores.items()}
 
 
+def layer_of(job, name: str) -> str | None:
+    """The layer `name` means: a layer name, or the module path of exactly one layer (ONNX: `encoder.layer1.0.conv1`
+    for its Conv node); None when it names none."""
+    if name in job.layers:
+        return name
+    matches = [layer for layer in job.layers if job.modules.get(layer) == name]
+    return matches[0] if len(matches) == 1 else None
+
+
 def check_names(job, names: list[str]) -> None:
-    unknown = [n for n in names if n not in job.layers]
+    unknown = [n for n in names if layer_of(job, n) is None]
     if unknown:
         rule = [n for n in unknown if n in job.rule_float]
         why = f" ({', '.join(rule)} stays in float anyway)" if rule else ""
+        kind = getattr(job, "graph_kind", "ONNX graph")
+        examples = ", ".join(job.layers[:3])
         raise ConfigError(
-            f"--float-layers {', '.join(unknown)}: not a quantisable layer of this model's ONNX graph{why}. It has "
-            f"{len(job.layers)} layers named like {', '.join(job.layers[:3])}; list them all, ranked by "
+            f"--float-layers {', '.join(unknown)}: not a quantisable layer of this model's {kind}{why}. It has "
+            f"{len(job.layers)} layers named like {examples}; list them all, ranked by "
             "sensitivity, with --explain (quant_report.md in the bundle) or pocus_edge.export.explain_int8(...)")
 
 
@@ -122,7 +136,7 @@ def choose(job, method: str, settings: dict[str, Any], workdir: Path) -> tuple[A
     floats: list[str] = []
     if settings["forced"]:
         check_names(job, settings["forced"])
-        floats = list(dict.fromkeys(settings["forced"]))
+        floats = list(dict.fromkeys(layer_of(job, n) for n in settings["forced"]))
         options["mixed_precision"] = {"mode": "forced with --float-layers"}
     elif settings["mixed"] and job.eval_frames:
         floats, options["mixed_precision"] = _search(job, method, settings, report)
@@ -148,7 +162,8 @@ def _summary(job, metrics: dict[str, float]) -> dict[str, float]:
 
 
 def _search(job, method: str, settings: dict[str, Any], report) -> tuple[list[str], dict[str, Any]]:
-    """Greedy float fallback; raises ExportError when the target cannot be met within the limit."""
+    """Greedy float fallback in ranked order that keeps a layer only when it raises the search-part agreement;
+    every try is recorded. Raises ExportError when the target cannot be met within the limit."""
     target = job.thresholds[job.primary][1]
     full = job.score(job.full(method))
     record: dict[str, Any] = {"mode": "automatic", "accuracy_target": {job.primary: target},
@@ -157,27 +172,38 @@ def _search(job, method: str, settings: dict[str, Any], report) -> tuple[list[st
         record["result"] = "full int8 met the target"
         return [], record
     limit = settings["limit"] if settings["limit"] is not None else default_limit(len(job.layers))
-    record["max_float_layers"] = limit
+    tries = min(len(job.layers), TRIES_PER_LAYER * limit)
+    record.update(max_float_layers=limit, max_tries=tries, keep_rule=f"a layer stays in float only if it raises "
+                  f"{job.primary} on the search frames")
     order = [r["layer"] for r in report["layers"]] if report else rank_float_alone(job, method)
     floats: list[str] = []
-    steps = []
-    best = (full[job.primary], [])
-    for layer in order[:limit]:
+    steps: list[dict[str, Any]] = []
+    record["steps"] = steps
+    current = full
+    for layer in order[:tries]:
+        if len(floats) >= limit:
+            break
+        metrics = job.score(job.mixed(method, [*floats, layer]))
+        kept = metrics[job.primary] > current[job.primary]
+        steps.append({"layer": layer, f"{job.primary}_before": round(current[job.primary], 6),
+                      f"{job.primary}_after": round(metrics[job.primary], 6),
+                      "output_sqnr_db": metrics["output_sqnr_db"], "kept": kept})
+        if not kept:
+            continue
         floats.append(layer)
-        metrics = job.score(job.mixed(method, floats))
-        steps.append({"float_layers": list(floats), **_summary(job, metrics)})
-        if metrics[job.primary] > best[0]:
-            best = (metrics[job.primary], list(floats))
+        steps[-1]["float_layers"] = list(floats)
+        current = metrics
         if job.passes(metrics):
-            record.update(result="target met", steps=steps)
+            record["result"] = "target met"
             return floats, record
     failing = "; ".join(f"{k} {v[0]} {v[1]}" for k, v in job.thresholds.items())
+    tried = ", ".join(f"{s['layer']} ({'kept' if s['kept'] else 'no gain'})" for s in steps) or "none"
     raise ExportError(
         f"int8 misses the accuracy target ({failing}) on {len(job.eval_frames)} held-out frames: full int8 "
-        f"{job.primary} {full[job.primary]:.4g}; best {best[0]:.4g} with {len(best[1])} layer(s) in float "
-        f"({', '.join(best[1]) or 'none'}); tried in order: {', '.join(floats) or 'none'} (--max-float-layers "
-        f"{limit} of {len(job.layers)}). Nothing was written. Allow more with --max-float-layers N, lower "
-        "--accuracy-target, check the calibration frames (--calib-method auto), or export fp16")
+        f"{job.primary} {full[job.primary]:.4g}; best {current[job.primary]:.4g} with {len(floats)} layer(s) in "
+        f"float ({', '.join(floats) or 'none'}); tried in order: {tried} (--max-float-layers {limit} of "
+        f"{len(job.layers)}, at most {tries} tries). Nothing was written. Allow more with --max-float-layers N, "
+        "lower --accuracy-target, check the calibration frames (--calib-method auto), or export fp16")
 
 
 def rank_float_alone(job, method: str) -> list[str]:
@@ -189,14 +215,19 @@ def rank_float_alone(job, method: str) -> list[str]:
 
 
 def _latency(job, method: str, mixed) -> dict[str, Any]:
+    """Median latency of full int8 and the mixed model: ONNX Runtime, or the job's own runtime (`job.timed`)."""
+    result: dict[str, Any] = {"threads": THREADS, "runs": TIMED_RUNS, "statistic": "median"}
+    for name, model in (("full_int8", job.full(method)), ("mixed", mixed)):
+        result[name] = job.timed(model, name, THREADS, TIMED_RUNS) if hasattr(job, "timed") else \
+            _onnx_latency(job, model, name)
+    return result
+
+
+def _onnx_latency(job, model, name: str) -> float:
     import onnx
 
     from .quantize_graph import latency_ms
 
-    frame = job.eval_frames[0]
-    result: dict[str, Any] = {"threads": THREADS, "runs": TIMED_RUNS, "statistic": "median"}
-    for name, model in (("full_int8", job.full(method)), ("mixed", mixed)):
-        path = job.scratch / f"timed-{name}.onnx"
-        onnx.save(model, str(path))
-        result[name] = latency_ms(path, frame, TIMED_RUNS, THREADS)
-    return result
+    path = job.scratch / f"timed-{name}.onnx"
+    onnx.save(model, str(path))
+    return latency_ms(path, job.eval_frames[0], TIMED_RUNS, THREADS)

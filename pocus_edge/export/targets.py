@@ -110,12 +110,13 @@ def _calibration(methods: tuple[str, ...] | None, most: int = 300) -> dict[str, 
     return options
 
 
-NO_MIXED = ("mixed precision (float layers) is built for onnx and tensorrt int8; tflite int8 has no per-layer float "
-            "fallback here yet (litert-torch's PT2E path quantises the whole graph)")
+NO_MIXED = ("mixed precision (float layers) is built for onnx, tensorrt and tflite int8 (tflite: with --io int8, "
+            "the PT2E path)")
 
 
 def _mixed_precision() -> dict[str, Option]:
-    """int8 accuracy options of the ONNX QDQ quantiser (quantize.py): sensitivity report, float-layer fallback."""
+    """int8 accuracy options of the ONNX QDQ (quantize.py) and TFLite PT2E (tflite_mixed.py) quantisers: sensitivity
+    report, float-layer fallback."""
     int8 = ("int8",)
     return {
         "mixed_precision": Option("--mixed-precision", "when full int8 misses --accuracy-target on held-out frames, "
@@ -124,8 +125,10 @@ def _mixed_precision() -> dict[str, Option]:
                                   "default the int8 parity threshold)", None, None, int8, instead=NO_MIXED),
         "max_float_layers": Option("--max-float-layers", "layers mixed precision may keep in float (default 5 % of "
                                    "them, at least 1)", None, None, int8, instead=NO_MIXED),
-        "float_layers": Option("--float-layers", "keep these layers (ONNX node names, comma-separated) in float "
-                               "instead of searching", None, None, int8, instead=NO_MIXED),
+        "float_layers": Option("--float-layers", "keep these layers in float instead of searching, comma-separated "
+                               "(onnx/tensorrt: ONNX node names or their module paths; tflite: module paths of "
+                               "convolutions/linears, e.g. decoder.blocks.3.conv1.0; --explain lists them)", None, None,
+                               int8, instead=NO_MIXED),
         "explain": Option("--explain", "write the per-layer sensitivity report (quant_report.json/.md/.png)",
                           ONOFF, False, int8, instead=NO_MIXED),
     }
@@ -183,7 +186,7 @@ TARGETS: dict[str, Target] = {
             "nhwc": Option("--nhwc", "channels-last input/output, as mobile apps feed"), "measurements": MEASURE,
             "reference_frames": REFERENCE,
             "io": Option("--io", "tensor type of the graph input/output", ("int8", "float"), "int8", ("int8",)),
-            **_calibration(None), **RECORD}),
+            **_calibration(None), **_mixed_precision(), **RECORD}),
     "coreml": Target(
         "coreml", ("mlpackage", "mlmodel"), "model.mlpackage", parity_backend="coreml",
         parity_note="macOS only; on Linux recorded as skipped with the reason", raw_input_only=True, options={

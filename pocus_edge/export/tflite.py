@@ -4,7 +4,9 @@ Precisions: fp32; fp16 (weights stored as float16 by ai-edge-quantizer's float c
 int8, full integer, per-channel symmetric weights, calibrated on real frames, with a choice of I/O type:
 - `io="int8"` (default): PT2E static quantisation in PyTorch. litert-torch lowers the PT2E input/output
   quantisation into the tensors themselves, so input and output are int8; their scale/zero-point go into the
-  manifest and the runtime (and the Android core) quantise/dequantise with them.
+  manifest and the runtime (and the Android core) quantise/dequantise with them. Mixed precision as for ONNX
+  (--accuracy-target, --float-layers, --max-float-layers, --explain): layers are module paths kept in float
+  by the quantiser's annotation (tflite_mixed.py).
 - `io="float"`: the fp32 TFLite model quantised by ai-edge-quantizer's static int8 recipe (min-max, int8
   asymmetric activations) with the graph input and output left unquantised, so the model takes and returns
   float32 and quantises/dequantises inside, for apps that feed floats.
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import ConfigError, PocusError
 from .base import ExportError, ExportRequest, TargetResult, require, version_of
 from .targets import TARGETS
 
@@ -85,14 +88,17 @@ def _float_node(node) -> bool:
     return isinstance(value, torch.Tensor) and value.is_floating_point()
 
 
-def _annotate_by_target(model: torch.fx.GraphModule, config, targets: tuple[str, ...]) -> None:
-    """Annotate, in place, the float-valued `targets` and aten.cat nodes the pattern matchers left unannotated."""
+def _annotate_by_target(model: torch.fx.GraphModule, config, targets: tuple[str, ...], keep=None) -> None:
+    """Annotate, in place, the float-valued `targets` and aten.cat nodes the pattern matchers left unannotated
+    (only nodes `keep` accepts, when given)."""
     from litert_torch.quantize import pt2e_quantizer_utils as qu
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
     wanted = {getattr(getattr(torch.ops.aten, op), overload) for op, overload in (t.split(".") for t in targets)}
     for node in model.graph.nodes:
         if node.op != "call_function" or qu._is_annotated([node]) or not _float_node(node):  # noqa: SLF001
+            continue
+        if keep is not None and not keep(node):
             continue
         if node.target == torch.ops.aten.cat.default:
             inputs = [a for a in node.args[0] if isinstance(a, torch.fx.Node)]
@@ -107,42 +113,78 @@ def _annotate_by_target(model: torch.fx.GraphModule, config, targets: tuple[str,
                 input_qspec_map=qmap, output_qspec=qu.get_output_act_qspec(config), _annotated=True)
 
 
-def int8_quantizer(targets: tuple[str, ...] = ELEMENTWISE + ACTIVATIONS):
+def int8_quantizer(targets: tuple[str, ...] = ELEMENTWISE + ACTIVATIONS, float_layers: list[str] | tuple = (),
+                   only: list[str] | None = None):
     """litert-torch's PT2E quantizer (int8 symmetric, per-channel weights) that also annotates `targets` and
     aten.cat by target (see ELEMENTWISE), then re-runs its fixed-range (sigmoid) and shared-range (mean, view,
-    ...) propagation so ops after the newly quantised tensors follow."""
+    ...) propagation so ops after the newly quantised tensors follow. Nodes inside the modules `float_layers`
+    stay float (mixed precision); with `only`, everything outside those modules does (the sensitivity report).
+    litert-torch's own set_module_name filter cannot do it: it parses strict-export stack keys."""
     from litert_torch.quantize import pt2e_quantizer
     from litert_torch.quantize import pt2e_quantizer_utils as qu
 
+    from .tflite_mixed import node_filter, read_in_float
+
+    keep = node_filter(float_layers, only)
+
     class Int8Quantizer(pt2e_quantizer.PT2EQuantizer):
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            super().annotate(model)
-            _annotate_by_target(model, self.global_config, targets)
-            qu.OP_TO_ANNOTATOR["fixed_qparams"](model, self.global_config)
+            if keep is None:
+                super().annotate(model)
+            else:  # the global pass of litert-torch 0.10's annotate, with our filter
+                self._annotate_all_static_patterns(model, self.global_config, keep)
+                qu.propagate_annotation(model)
+            _annotate_by_target(model, self.global_config, targets, keep)
+            qu.OP_TO_ANNOTATOR["fixed_qparams"](model, self.global_config, keep)
             qu.propagate_annotation(model)
+            self.float_producers = read_in_float(model, float_layers)
             return model
 
     return Int8Quantizer().set_global(pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True))
 
 
-def _convert_int8(module: torch.nn.Module, request: ExportRequest, path: Path) -> None:
-    import litert_torch
-    from litert_torch.quantize import quant_config
-    from torchao.quantization.pt2e import quantize_pt2e
+def _convert_int8(module: torch.nn.Module, request: ExportRequest, path: Path) -> tuple[dict[str, Any], list[str]]:
+    """PT2E int8 with mixed precision (tflite_mixed.py, quantize_mixed.py): writes `path`; returns
+    (target_options, extra bundle files)."""
+    import shutil
+    import tempfile
 
-    from .quantize import calibration_batches
+    from .quantize import _inputs, _settings, _thresholds, calibration_batches
+    from .quantize_mixed import check_names, choose
+    from .tflite_mixed import METHOD, TfliteInt8Job
 
-    example = _example(request)
-    quantizer = int8_quantizer()
-    graph = torch.export.export(module, (example,)).module()
-    prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
-    with torch.no_grad():
-        for batch in calibration_batches(request):
-            x = torch.from_numpy(batch)
-            prepared(x.permute(0, 2, 3, 1) if request.options.get("nhwc") else x)
-    converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
-    edge = litert_torch.convert(converted, (example,), quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
-    edge.export(str(path))
+    def layout(frames) -> list[np.ndarray]:
+        nhwc = request.options.get("nhwc")
+        return [np.ascontiguousarray(b.transpose(0, 2, 3, 1)) if nhwc else b for b in frames]
+
+    settings = _settings(request)
+    scratch = Path(tempfile.mkdtemp(prefix=".int8-", dir=path.parent))
+    try:
+        job = TfliteInt8Job(module, _example(request), request, _thresholds(request, settings["target"]), scratch,
+                            layout(calibration_batches(request)), layout(_inputs(request, "parity")))
+        if settings["forced"]:
+            check_names(job, settings["forced"])
+        variant, options, extra = choose(job, METHOD, settings, path.parent)
+        job.write(variant, path)
+        producers = [m for m in getattr(variant.quantizer, "float_producers", []) if m not in variant.floats]
+        if producers:  # they write the float tensors the float layers read (tflite_mixed.read_in_float)
+            options["mixed_precision"]["float_compute_also"] = producers
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return options, extra
+
+
+def preflight(options: dict[str, Any]) -> None:
+    """--io float quantises with ai-edge-quantizer, which keeps no layer in float here: refuse the float-layer
+    options there, and turn the default automatic search off (the manifest says so)."""
+    if options.get("io") != "float" or "mixed_precision" not in options:
+        return
+    asked = [f"--{k.replace('_', '-')}" for k in ("float_layers", "accuracy_target", "max_float_layers", "explain")
+             if options.get(k) not in (None, False)]
+    if asked:
+        raise ConfigError(f"{', '.join(asked)}: tflite int8 keeps layers in float only with --io int8 (the PT2E "
+                          "path); --io float (ai-edge-quantizer) quantises the whole graph. Drop them or use --io int8")
+    options["mixed_precision"] = False
 
 
 def quantize_int8_float_io(src: Path, dst: Path, batches: list[np.ndarray]) -> None:
@@ -208,10 +250,12 @@ def convert(request: ExportRequest, workdir: Path) -> TargetResult:
     final = workdir / TARGETS[NAME].model_file
     io = request.options.get("io", "float")  # the table offers --io for int8 only; float models have float I/O
     module = _layout_wrapped(request)
+    mixed_options: dict[str, Any] = {}
+    extra: list[str] = []
     try:
         with _quiet_native_logs():
             if request.precision == "int8" and io == "int8":
-                _convert_int8(module, request, final)
+                mixed_options, extra = _convert_int8(module, request, final)
             else:
                 float_path = final if request.precision == "fp32" else workdir / ".model-fp32.tflite"
                 litert_torch.convert(module, (_example(request),)).export(str(float_path))
@@ -221,7 +265,7 @@ def convert(request: ExportRequest, workdir: Path) -> TargetResult:
                     _to_int8_float_io(float_path, final, request)
                 if float_path != final:
                     float_path.unlink()
-    except ExportError:
+    except PocusError:
         raise
     except Exception as exc:
         raise ExportError(f"litert-torch could not convert {request.spec.name} ({request.precision}): "
@@ -238,8 +282,11 @@ def convert(request: ExportRequest, workdir: Path) -> TargetResult:
         options.update({"quantization": quantization, "weights": "int8 symmetric per-channel",
                         "activations": "int8", "calibration_images": len(request.calibration.images),
                         "calibration_source": request.calibration.origin})
+        options.update(mixed_options or {"mixed_precision": {"mode": "off: --io float (ai-edge-quantizer) keeps no "
+                                                                      "layer in float here"}})
     elif request.precision == "fp16":
         options["weights"] = "float16 (compute float32)"
     return TargetResult(model_file=final.name, inputs=[input_spec], outputs=[output_spec], target_options=options,
+                        extra_files=extra,
                         tool_versions={k: version_of(k) for k in ("litert-torch", "ai-edge-litert",
                                                                    "ai-edge-quantizer")})

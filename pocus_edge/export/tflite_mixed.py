@@ -1,0 +1,253 @@
+"""TFLite int8 (PT2E) mixed precision: layers named by their PyTorch module path, kept in float, scored in PyTorch.
+
+A *layer* is a convolution or linear module of the model, named by its module path (`decoder.blocks.3.conv1.0`),
+the name `--float-layers` takes and the sensitivity report shows. Keeping it in float: the PT2E quantiser leaves
+every graph node inside that module unannotated, so litert-torch writes DEQUANTIZE -> float32 op (float weights)
+-> QUANTIZE where its neighbours are int8 (tests/test_tflite_mixed.py checks the .tflite's tensor types). Like
+the ONNX fallback, a float layer reads its input unrounded: where only float layers read a tensor, its producer
+writes it in float (`read_in_float`), so that producer computes in float on its int8-rounded inputs and weights.
+
+The search (quantize_mixed.py) scores candidates without converting each one to .tflite: a candidate is the PT2E
+model after `convert_pt2e`, the graph litert-torch lowers, run in PyTorch (quantise/dequantise around float ops)
+on the held-out search frames. Calibration runs once: every observer of a candidate that watches exactly the
+tensors an observer of the full int8 model watched takes that observer's state; a candidate with any other
+observer is calibrated on all the frames itself. Only the shipped model and the two timed ones are converted.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+
+METHOD = "histogram"  # litert-torch's symmetric config: HistogramObserver activations, min-max per-channel weights
+LAYER_OPS = ("conv1d.default", "conv2d.default", "convolution.default", "conv_transpose2d.input", "linear.default")
+TIMED_RUNS = 5
+
+
+def _targets() -> set:
+    return {getattr(getattr(torch.ops.aten, op), overload) for op, overload in (t.split(".") for t in LAYER_OPS)}
+
+
+def module_path(node: torch.fx.Node) -> str:
+    """The innermost module a graph node was traced in ('' for none)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return list(stack.values())[-1][0] if stack else ""
+
+
+def layer_names(graph: torch.fx.GraphModule) -> list[str]:
+    """Module paths of the convolution/linear nodes, in graph order (a module called twice is one layer)."""
+    targets = _targets()
+    names = [module_path(n) for n in graph.graph.nodes if n.op == "call_function" and n.target in targets]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def in_layers(node: torch.fx.Node, names: set[str]) -> bool:
+    """Whether `node` was traced inside one of the modules `names`."""
+    return any(path in names for path, _ in (node.meta.get("nn_module_stack") or {}).values())
+
+
+def node_filter(float_layers: list[str] | tuple[str, ...] = (), only: list[str] | None = None):
+    """The annotation filter: nodes of `float_layers` stay float; with `only`, every compute node outside it too
+    (weights and other get_attr nodes carry no module stack and pass)."""
+    floats, keep = set(float_layers), set(only or ())
+    if not floats and only is None:
+        return None
+
+    def annotate(node: torch.fx.Node) -> bool:
+        if node.op != "call_function":
+            return True
+        return not in_layers(node, floats) and (only is None or in_layers(node, keep))
+
+    return annotate
+
+
+def read_in_float(model: torch.fx.GraphModule, float_layers: list[str] | tuple[str, ...]) -> list[str]:
+    """Drop, in place, the output quantisation of tensors that only float layers read, so those layers read the
+    float value (not an int8-rounded one); the producer then computes in float too (on its int8-rounded input and
+    weights). Returns the layers computing those tensors (a layer behind a ReLU too; else the node's name)."""
+    floats = set(float_layers)
+    changed = []
+    for node in model.graph.nodes:
+        if node.op != "call_function" or node.target not in _targets() or not in_layers(node, floats):
+            continue
+        source = node.args[0]
+        if not isinstance(source, torch.fx.Node) or not all(in_layers(u, floats) for u in source.users):
+            continue
+        annotation = source.meta.get("quantization_annotation")
+        if annotation is not None and annotation.output_qspec is not None:
+            annotation.output_qspec = None
+            changed.append(_writer(source))
+    return changed
+
+
+def _writer(node: torch.fx.Node, steps: int = 3) -> str:
+    """The layer whose output `node` is, through up to `steps` one-input ops (ReLU, BatchNorm); else its name."""
+    current = node
+    for _ in range(steps + 1):
+        if current.target in _targets() and module_path(current):
+            return module_path(current)
+        if current.op != "call_function" or not current.args or not isinstance(current.args[0], torch.fx.Node):
+            break
+        current = current.args[0]
+    return node.name
+
+
+def _observers(prepared: torch.fx.GraphModule) -> dict[str, tuple[str, ...]]:
+    """{observer module name: the graph tensors it watches}."""
+    from torchao.quantization.pt2e.observer import ObserverBase
+
+    seen: dict[str, set[str]] = {}
+    for node in prepared.graph.nodes:
+        if node.op == "call_module" and isinstance(prepared.get_submodule(node.target), ObserverBase):
+            seen.setdefault(node.target, set()).add(node.args[0].name)
+    return {k: tuple(sorted(v)) for k, v in seen.items()}
+
+
+class TfliteInt8Job:
+    """The quantize_mixed.Int8Job interface for the TFLite PT2E int8 path (see the module docstring)."""
+
+    def __init__(self, module: torch.nn.Module, example: torch.Tensor, request, thresholds: dict[str, list],
+                 scratch: Path, calibration: list[np.ndarray], eval_frames: list[np.ndarray]) -> None:
+        from .quantize import PRIMARY
+
+        self.example, self.scratch, self.thresholds = example, scratch, thresholds
+        self.task, self.threshold, self.primary = request.spec.task, request.spec.threshold, PRIMARY[request.spec.task]
+        self.captured = torch.export.export(module, (example,)).module()
+        self.layers = layer_names(self.captured)
+        self.rule_float: list[str] = []
+        self.modules = {n: n for n in self.layers}
+        self.caches = {METHOD: None}
+        self.graph_kind = "TFLite model (a convolution/linear module path)"
+        self.calibration, self.eval_frames = calibration, eval_frames
+        self.reference = self._run(self.captured, eval_frames) if eval_frames else None
+        self._stats: dict[tuple[str, ...], dict] = {}
+        self._full = None
+
+    def _run(self, model, frames: list[np.ndarray]) -> np.ndarray:
+        with torch.no_grad():
+            return np.concatenate([model(torch.from_numpy(x)).float().numpy() for x in frames])
+
+    def _variant(self, float_layers: list[str], only: list[str] | None = None):
+        """The calibrated, converted PT2E model (and its quantiser) with `float_layers` left in float."""
+        from torchao.quantization.pt2e import quantize_pt2e
+
+        from .tflite import int8_quantizer
+
+        quantizer = int8_quantizer(float_layers=float_layers, only=only)
+        prepared = quantize_pt2e.prepare_pt2e(copy.deepcopy(self.captured), quantizer)
+        watched = _observers(prepared)
+        if not self._stats or any(w not in self._stats for w in watched.values()):
+            with torch.no_grad():
+                for x in self.calibration:
+                    prepared(torch.from_numpy(x))
+            if not self._stats and not float_layers and only is None:  # the full model: the shared states
+                self._stats = {w: copy.deepcopy(prepared.get_submodule(m).state_dict()) for m, w in watched.items()}
+        else:
+            for m, w in watched.items():
+                prepared.get_submodule(m).load_state_dict(self._stats[w])
+        converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+        return SimpleNamespace(model=converted, quantizer=quantizer, floats=list(float_layers), path=None)
+
+    def full(self, method: str = METHOD):
+        if self._full is None:
+            self._full = self._variant([])
+        return self._full
+
+    def mixed(self, method: str, float_layers: list[str]):
+        self.full(method)  # calibrates once and keeps the observer states
+        return self._variant(list(float_layers)) if float_layers else self._full
+
+    def score(self, variant, count: int | None = None) -> dict[str, float]:
+        """Parity metrics of `variant` (simulated int8, PyTorch) against fp32 on the first `count` frames."""
+        from .parity import compare
+        from .quantize_graph import sqnr_db
+
+        frames = self.eval_frames[:count] if count else self.eval_frames
+        out, ref = self._run(variant.model, frames), self.reference[:len(frames)]
+        return {**compare(self.task, ref, out, self.threshold), "output_sqnr_db": sqnr_db(ref, out)}
+
+    def passes(self, metrics: dict[str, float]) -> bool:
+        from .parity import judge
+
+        return not judge(metrics, self.thresholds)
+
+    def op(self, layer: str) -> str:
+        """The aten op of `layer` (conv2d, linear, ...)."""
+        targets = _targets()
+        node = next(n for n in self.captured.graph.nodes if n.op == "call_function" and n.target in targets
+                    and module_path(n) == layer)
+        return str(node.target).split(".")[-2]
+
+    def alone(self, method: str, layer: str, count: int) -> tuple[dict[str, float], float]:
+        """(metrics with only `layer` quantised, SQNR of that layer's output as its consumers read it)."""
+        from .quantize_graph import sqnr_db
+
+        self.full(method)  # the shared observer states
+        variant = self._variant([], only=[layer])
+        targets = _targets()
+        node = next(n for n in variant.model.graph.nodes if n.op == "call_function" and n.target in targets
+                    and module_path(n) == layer)
+        seen = node
+        for _ in range(2):  # conv -> quantize -> dequantize: the value the next op reads
+            users = [u for u in seen.users if "quantize" in str(u.target)]
+            seen = users[0] if len(users) == 1 else seen
+        frames = self.eval_frames[:count]
+        act = _node_values(variant.model, frames, seen.name)
+        ref = _node_values(self.captured, frames, node.name)
+        return self.score(variant, count), sqnr_db(ref, act)
+
+    def write(self, variant, path: Path) -> None:
+        """Convert `variant` to .tflite at `path` (once; later calls copy the first file)."""
+        import litert_torch
+        from litert_torch.quantize import quant_config
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+
+        if variant.path is None:
+            variant.path = self.scratch / f"variant-{len(list(self.scratch.glob('variant-*')))}.tflite"
+            move_exported_model_to_eval(variant.model)
+            variant.model.training = False  # captured from the eval model; litert-torch reads only this flag, to warn
+            config = quant_config.QuantConfig(pt2e_quantizer=variant.quantizer)
+            litert_torch.convert(variant.model, (self.example,), quant_config=config).export(str(variant.path))
+        if path != variant.path:
+            shutil.copyfile(variant.path, path)
+
+    def timed(self, variant, name: str, threads: int, runs: int = TIMED_RUNS) -> float:
+        """Median latency (ms) of the converted `variant` in the LiteRT interpreter at `threads` threads."""
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.write(variant, self.scratch / f"timed-{name}.tflite")
+        interpreter = Interpreter(model_path=str(variant.path), num_threads=threads)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"], np.zeros(detail["shape"], detail["dtype"]))
+        interpreter.invoke()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            interpreter.invoke()
+            times.append(time.perf_counter() - start)
+        return round(float(np.median(times)) * 1e3, 3)
+
+
+def _node_values(graph: torch.fx.GraphModule, frames: list[np.ndarray], name: str) -> np.ndarray:
+    """The value of graph node `name` for each frame, stacked."""
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n: torch.fx.Node) -> Any:
+            value = super().run_node(n)
+            if n.name == name:
+                got.append(value.detach().float().numpy())
+            return value
+
+    got: list[np.ndarray] = []
+    with torch.no_grad():
+        for x in frames:
+            Recorder(graph).run(torch.from_numpy(x))
+    return np.concatenate(got)

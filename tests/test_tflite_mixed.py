@@ -1,0 +1,107 @@
+"""TFLite int8 (PT2E) mixed precision: layers named by module path, really float in the .tflite, found by the search.
+
+The fragile network (tests/test_quant_mixed.py) has one 1x1 convolution reading a tensor with one huge-range channel:
+per-tensor int8 of that input erases the other channels. The automatic search must keep exactly that module in
+float; the written .tflite must then hold one float32 CONV_2D (float weights, DEQUANTIZE before it) and int8
+convolutions elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pocus_edge.errors import ConfigError
+from tests.test_quant_mixed import SIZE, Fragile, fragile  # noqa: F401 - the fixture: MODEL -> Fragile
+
+pytest.importorskip("litert_torch")
+pytest.importorskip("ai_edge_litert")
+pytestmark = pytest.mark.usefixtures("fragile")  # export() resolves any MODEL to the fragile network
+
+
+def _export(tmp_path, name, phantom_dir, **options):
+    from pocus_edge.export import export
+
+    return export("fragile", "tflite", "int8", tmp_path / name, image_size=SIZE, calib_data=phantom_dir, **options)
+
+
+def _conv_types(path) -> list[tuple[str, str]]:
+    """(input dtype, weight dtype) of each CONV_2D op of a .tflite, in graph order."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    dtypes = {t["index"]: np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()  # noqa: SLF001 - the only op list the Python wheel exposes
+    return [(dtypes[o["inputs"][0]], dtypes[o["inputs"][1]]) for o in ops if o["op_name"] == "CONV_2D"]
+
+
+def test_quantizer_leaves_the_float_modules_unannotated():
+    from pocus_edge.export.tflite import int8_quantizer
+    from pocus_edge.export.tflite_mixed import layer_names, module_path
+
+    graph = torch.export.export(Fragile().eval(), (torch.zeros(1, 3, SIZE, SIZE),)).module()
+    assert layer_names(graph) == ["stem", "body", "fragile", "head"]
+    int8_quantizer(float_layers=["fragile"]).annotate(graph)
+    convs = {module_path(n): n.meta.get("quantization_annotation") for n in graph.graph.nodes
+             if n.target == torch.ops.aten.conv2d.default}
+    assert convs["fragile"] is None  # old quantiser: every conv annotated
+    assert all(convs[m] is not None for m in ("stem", "body", "head"))
+
+
+def test_search_keeps_the_fragile_module_in_float_and_the_tflite_computes_it_in_float(tmp_path, phantom_dir):
+    from pocus_edge.runtime import verify_bundle
+
+    manifest = _export(tmp_path, "mixed", phantom_dir, explain=True)
+    bundle = tmp_path / "mixed"
+    verify_bundle(bundle)
+    options = manifest["target_options"]
+    assert options["float_layers"] == ["fragile"] and options["calibration_method"] == "histogram"
+    mixed = options["mixed_precision"]
+    assert mixed["result"] == "target met" and mixed["full_int8"]["dice_mean"] < 0.95 <= mixed["mixed"]["dice_mean"]
+    assert mixed["steps"][0]["layer"] == "fragile" and mixed["steps"][0]["kept"] is True
+    assert mixed["latency_ms"]["full_int8"] > 0 and mixed["latency_ms"]["mixed"] > 0
+    assert manifest["parity"]["status"] == "passed" and manifest["parity"]["metrics"]["dice_mean"] >= 0.95
+    # the .tflite: the fragile conv (third of four) reads float input with float weights; so does `body`, whose
+    # output only `fragile` reads (it stays float so fragile reads it unrounded), and the manifest says so
+    assert _conv_types(bundle / "model.tflite") == [("int8", "int8"), ("float32", "float32"), ("float32", "float32"),
+                                                     ("int8", "int8")]
+    assert mixed["float_compute_also"] == ["body"]
+    report = json.loads((bundle / "quant_report.json").read_text())
+    assert [r["layer"] for r in report["layers"]][0] == "fragile" and len(report["layers"]) == 4
+    assert report["layers"][0]["quantized_alone"]["activation_sqnr_db"] < 10 < \
+        report["layers"][1]["quantized_alone"]["activation_sqnr_db"]
+    assert "| 1 | `fragile` | - | conv2d |" in (bundle / "quant_report.md").read_text()
+
+
+def test_forced_float_layer_by_module_path(tmp_path, phantom_dir):
+    manifest = _export(tmp_path, "forced", phantom_dir, float_layers="body", parity_thresholds={
+        "dice_mean": 0.0, "dice_min": 0.0, "prob_abs_diff_mean": 1.0})
+    assert manifest["target_options"]["float_layers"] == ["body"]
+    assert manifest["target_options"]["mixed_precision"]["mode"] == "forced with --float-layers"
+    assert [c[1] for c in _conv_types(tmp_path / "forced" / "model.tflite")] == ["float32", "float32", "int8", "int8"]
+    assert manifest["target_options"]["mixed_precision"]["float_compute_also"] == ["stem"]
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"float_layers": "decoder.blocks.9"}, r"--float-layers decoder.blocks.9: not a quantisable layer of this model's "
+                                           r"TFLite model .*4 layers named like stem, body, fragile"),
+    ({"float_layers": "body", "io": "float"}, r"--float-layers: tflite int8 keeps layers in float only with --io int8"),
+    ({"explain": True, "io": "float"}, r"--explain: .*--io float \(ai-edge-quantizer\)"),
+])
+def test_refusals_name_the_option_and_the_valid_layers(tmp_path, phantom_dir, options, message):
+    with pytest.raises(ConfigError, match=message):
+        _export(tmp_path, "x", phantom_dir, **options)
+    assert not (tmp_path / "x").exists()
+
+
+def test_io_float_turns_the_default_search_off_and_says_so():
+    from pocus_edge.export.targets import resolve_options
+    from pocus_edge.export.tflite import preflight
+
+    options = resolve_options("tflite", "int8", {"calib_data": "frames/", "io": "float"})
+    assert options["mixed_precision"] is True
+    preflight(options)
+    assert options["mixed_precision"] is False
