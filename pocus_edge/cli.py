@@ -69,6 +69,9 @@ def distill(
     save_every: str | None = typer.Option(None, help="Checkpoint every N steps ('500') or epochs ('1ep')."),
     keep_last: int | None = typer.Option(None, help="Checkpoints kept [3]."),
     held_out_fraction: float | None = typer.Option(None, help="Held-out share for token R², 0..0.5 [0.05]."),
+    held_out_data: list[Path] = typer.Option(None, "--held-out-data", help="Measure token R² on these folders' "
+                                             "frames instead of a split of --data (repeatable); training frames "
+                                             "with the same pixels are dropped."),
     exclude_eval_splits: list[Path] = typer.Option(None, "--exclude-eval-splits", help="Labelled folder whose "
                                                    "validation/test images (as pocus finetune seg and cls split it, "
                                                    "--eval-split-seed) must not be distilled on (repeatable)."),
@@ -106,6 +109,7 @@ def distill(
         image_size=image_size, batch_size=batch_size, accum_steps=accum_steps, epochs=epochs, max_steps=max_steps,
         lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps, aug=aug, mixup=mixup, precision=precision,
         save_every=save_every, keep_last=keep_last, held_out_fraction=held_out_fraction,
+        held_out_data=[str(d) for d in held_out_data] if held_out_data else None,
         exclude_eval_splits=[str(d) for d in exclude_eval_splits] if exclude_eval_splits else None,
         eval_split_seed=eval_split_seed, objective=objective, mask_ratio=mask_ratio, mask_block=mask_block,
         ring_mask_ratio=ring_mask_ratio, consistency_power=consistency_power, feature_weight=feature_weight,

@@ -54,6 +54,7 @@ class DistillConfig:
     eval_every: int = 0  # 0 = at start, at each checkpoint and at the end
     held_out_fraction: float = 0.05
     max_held_out: int = 256
+    held_out_data: list[str] = field(default_factory=list)  # R² on these folders' frames instead of a split of data
     max_video_frames: int = 32
     num_workers: int = 2
     seed: int = 0
@@ -85,6 +86,11 @@ class DistillConfig:
         if self.data_list and not Path(self.data_list).is_file():
             raise ConfigError(f"--data-list {self.data_list}: no such file; pass the list written by "
                               "`pocus corpus select --out`")
+        for folder in self.held_out_data:
+            if not Path(folder).exists():
+                raise ConfigError(f"--held-out-data {folder}: no such folder; pass a folder of ultrasound frames to "
+                                  "measure token R² on (never trained on), or drop the option to hold out a split "
+                                  "of --data")
         if not self.out:
             raise ConfigError("no --out given: pass the run folder for checkpoints and the student")
         if not self.teacher_weights:
@@ -205,13 +211,15 @@ def load_config(yaml_path: Path | None, overrides: dict) -> DistillConfig:
         unknown = sorted(set(loaded) - known)
         if unknown:
             raise ConfigError(f"--config {path}: unknown setting(s) {', '.join(unknown)}")
-        if isinstance(loaded.get("data"), str):
-            loaded["data"] = [loaded["data"]]
+        for key in ("data", "held_out_data"):
+            if isinstance(loaded.get(key), str):
+                loaded[key] = [loaded[key]]
         values.update({k: check_type(k, v, f"--config {path}") for k, v in loaded.items()})
     values.update({k: v for k, v in overrides.items() if v is not None and v != [] and v != ()})
-    if isinstance(values.get("data"), str):
-        values["data"] = [values["data"]]
-    values["data"] = [str(d) for d in values.get("data", [])]
+    for key in ("data", "held_out_data"):
+        if isinstance(values.get(key), str):
+            values[key] = [values[key]]
+        values[key] = [str(d) for d in values.get(key, [])]
     try:
         return DistillConfig(**values)
     except TypeError as exc:

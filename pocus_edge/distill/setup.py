@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -32,13 +33,15 @@ class RunData:
     total_steps: int
     data_list_sha256: str | None = None  # --data-list / --transfer-list: in the resume fingerprint
     unlisted: int = 0  # scanned frames the list leaves out
+    held_out_record: dict = field(default_factory=dict)  # where the R² frames come from: summary + fingerprint
 
 
 def prepare_data(cfg: DistillConfig, env: DistEnv, exclude: set[str] | None = None, expand: int = 0) -> RunData:
     """Scan and split the corpus and fix the batch plan; raises DataError before any model is built.
 
     `exclude`: pixel digests to keep out of the corpus; `expand`: the training frames are listed 1 + expand times
-    (variant k of frame i sits at k * n + i, see kd.transfer.ExpandedFrames).
+    (variant k of frame i sits at k * n + i, see kd.transfer.ExpandedFrames). With `held_out_data` the R² frames
+    are those folders' frames (held_out_fraction unused) and a training frame with the same pixels is dropped.
     """
     corpus = scan_corpus([Path(d) for d in cfg.data], max_video_frames=cfg.max_video_frames, exclude=exclude,
                          crop_overlays=cfg.crop_overlays)
@@ -50,22 +53,13 @@ def prepare_data(cfg: DistillConfig, env: DistEnv, exclude: set[str] | None = No
         corpus, unlisted = keep_listed(corpus, Path(cfg.data_list))
         log.info("frame list %s: %d listed frame(s) kept, %d scanned frame(s) not listed dropped", cfg.data_list,
                  len(corpus.frames), unlisted)
-    train, held_out = split_by_group(corpus.frames, cfg.held_out_fraction, cfg.seed)
-    if len(held_out) > cfg.max_held_out:  # whole groups beyond the R² sample go back to training, none is unused
-        groups: list[str] = []
-        for frame in held_out:
-            if frame.group not in groups:
-                groups.append(frame.group)
-        kept: set[str] = set()
-        count = 0
-        for group in groups:
-            size = sum(f.group == group for f in held_out)
-            if kept and count + size > cfg.max_held_out:
-                break
-            kept.add(group)
-            count += size
-        train = [f for f in corpus.frames if f.group not in kept]
-        held_out = [f for f in held_out if f.group in kept]
+    if cfg.held_out_data:
+        corpus, held_out, record = _held_out_data(cfg, corpus)
+        train = list(corpus.frames)
+    else:
+        train, held_out = _split_held_out(corpus.frames, cfg)
+        record = {"held_out_source": f"split of --data (held_out_fraction {cfg.held_out_fraction})",
+                  "held_out_data_sha256": None, "held_out_overlap_dropped": 0}
     log.info("corpus: %d usable frames -> %d train, %d held out for R² (%d skipped, %d duplicates dropped)",
              len(corpus.frames), len(train), len(held_out), len(corpus.skipped), len(corpus.duplicates))
     train = train * (1 + expand)
@@ -80,7 +74,61 @@ def prepare_data(cfg: DistillConfig, env: DistEnv, exclude: set[str] | None = No
         raise ConfigError(str(exc))
     plan = BatchPlan(len(train), cfg.batch_size, env.world_size, env.rank, accum, cfg.seed)
     total = cfg.max_steps if cfg.max_steps > 0 else cfg.epochs * plan.steps_per_epoch
-    return RunData(corpus, train, held_out, plan, total, list_sha, unlisted)
+    return RunData(corpus, train, held_out, plan, total, list_sha, unlisted, record)
+
+
+def _split_held_out(frames: list[FrameRef], cfg: DistillConfig) -> tuple[list[FrameRef], list[FrameRef]]:
+    """The held-out split of --data by group, capped at max_held_out frames (whole groups; the rest trains)."""
+    train, held_out = split_by_group(frames, cfg.held_out_fraction, cfg.seed)
+    if len(held_out) <= cfg.max_held_out:
+        return train, held_out
+    groups: list[str] = []
+    for frame in held_out:
+        if frame.group not in groups:
+            groups.append(frame.group)
+    kept: set[str] = set()
+    count = 0
+    for group in groups:
+        size = sum(f.group == group for f in held_out)
+        if kept and count + size > cfg.max_held_out:
+            break
+        kept.add(group)
+        count += size
+    return [f for f in frames if f.group not in kept], [f for f in held_out if f.group in kept]
+
+
+def _held_out_data(cfg: DistillConfig, corpus: Corpus) -> tuple[Corpus, list[FrameRef], dict]:
+    """--held-out-data: its frames are the R² set; training frames with the same pixels are dropped and counted."""
+    where = ", ".join(cfg.held_out_data)
+    try:
+        held = scan_corpus([Path(d) for d in cfg.held_out_data], max_video_frames=cfg.max_video_frames,
+                           crop_overlays=cfg.crop_overlays)
+    except DataError as exc:
+        raise DataError(f"--held-out-data {where}: {exc}")
+    if len(held.frames) > cfg.max_held_out:
+        raise ConfigError(f"--held-out-data {where}: {len(held.frames)} frames, more than max_held_out "
+                          f"({cfg.max_held_out}; the teacher tokens of every held-out frame stay in memory); set "
+                          f"max_held_out: {len(held.frames)} in --config, or pass fewer frames")
+    digests = set(held.frame_digests)
+    keep = [i for i, digest in enumerate(corpus.frame_digests) if digest not in digests]
+    overlap = len(corpus.frames) - len(keep)
+    if not keep:
+        raise DataError(f"--held-out-data {where}: every training frame of --data has the pixels of a held-out frame, "
+                        "so nothing is left to train on; pass held-out folders apart from --data")
+    corpus = replace(corpus, frames=[corpus.frames[i] for i in keep],
+                     frame_digests=[corpus.frame_digests[i] for i in keep])
+    if overlap:
+        log.warning("--held-out-data: %d training frame(s) have the pixels of a held-out frame and are not trained on",
+                    overlap)
+    shared = {f.group for f in held.frames} & {f.group for f in corpus.frames}
+    if shared:
+        log.warning("--held-out-data: %d split group(s) (patient/clip/file) have frames on both sides, e.g. %s",
+                    len(shared), sorted(shared)[0])
+    log.info("held-out R² on the %d frame(s) of %s (held_out_fraction unused)", len(held.frames), where)
+    record = {"held_out_source": f"--held-out-data {where} (held_out_fraction unused)",
+              "held_out_data_sha256": hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest(),
+              "held_out_overlap_dropped": overlap}
+    return corpus, list(held.frames), record
 
 
 def build_models(cfg: DistillConfig, device: torch.device) -> tuple[Teacher, DistillStudent]:
@@ -131,8 +179,8 @@ def autocast_dtype(cfg: DistillConfig, device: torch.device) -> torch.dtype | No
 RESUME_FIELDS = ("teacher", "teacher_kwargs", "blocks", "aggregate", "teacher_norm", "student",
                  "head_hidden", "image_size", "batch_size", "accum_steps", "max_micro_batch", "epochs", "max_steps",
                  "lr", "min_lr", "weight_decay", "warmup_steps", "clip_grad", "precision", "seed", "aug", "mixup",
-                 "held_out_fraction", "max_held_out", "max_video_frames", "data", "exclude_eval_splits",
-                 "eval_split_seed", "objective", "crop_overlays")
+                 "held_out_fraction", "max_held_out", "max_video_frames", "data", "held_out_data",
+                 "exclude_eval_splits", "eval_split_seed", "objective", "crop_overlays")
 
 
 def check_resume_compatible(saved: dict, cfg: DistillConfig, fields: tuple[str, ...] = RESUME_FIELDS) -> None:

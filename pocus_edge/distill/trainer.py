@@ -105,7 +105,8 @@ class Distiller:
         self.metrics_path = self.run_dir / "metrics.jsonl"
         self.data = self.method.prepare_data(cfg, env)
         self.save_every, self.save_unit = parse_save_every(cfg.save_every)
-        self.fingerprint = {**self.method.fingerprint(cfg), "data_list_sha256": self.data.data_list_sha256}
+        self.fingerprint = {**self.method.fingerprint(cfg), "data_list_sha256": self.data.data_list_sha256,
+                            "held_out_data_sha256": self.data.held_out_record.get("held_out_data_sha256")}
         self.teacher, self.student = self.method.build_models(cfg, env.device)
         self.student = self.student.to(memory_format=torch.channels_last)  # NHWC convolutions: faster fwd/bwd
         self.optimizer, self.scheduler = build_optimizer(cfg, self.student, self.data.total_steps)
@@ -153,7 +154,8 @@ class Distiller:
         changed = [k for k, v in self.fingerprint.items() if saved_fingerprint.get(k) != v]
         if changed:
             raise ConfigError(f"--resume: {', '.join(changed)} differ from the run in {self.run_dir} (the teacher's "
-                              "weights or the frame list changed); use the original files or a new --out")
+                              "weights, the --held-out-data frames or the frame list changed); use the original "
+                              "files or a new --out")
         return found
 
     def _restore(self, found: tuple[Path, dict]) -> None:
@@ -311,6 +313,7 @@ class Distiller:
             "images_per_s": round(self.cfg.batch_size * (self.step - start_step) / elapsed, 2) if elapsed else None,
             "train_images": len(self.data.train),
             "held_out_images": len(self.data.held_out),
+            **self.data.held_out_record,  # where the R² frames come from (--held-out-data or a split of --data)
             "skipped_files": len(self.data.corpus.skipped),
             "duplicates_removed": len(self.data.corpus.duplicates),
             "data_list_sha256": self.data.data_list_sha256,
