@@ -8,8 +8,8 @@ The rule (README "DICOM"), applied to each frame on its own:
    Center/Width with VOI LUT Function LINEAR, LINEAR_EXACT or SIGMOID, to 0..255), else a VOI LUT Sequence
    (scaled from its output bit depth). Without either, uint8 pixels pass unchanged and anything else (16-bit,
    signed, float) is min-max scaled to 0..255. MONOCHROME1 is then inverted (255 - v), so 255 is always white.
-3. Colour: samples deeper than 8 bits are scaled by 255 / (2**BitsStored - 1); then BT.601 luma
-   round(0.299 R + 0.587 G + 0.114 B), the runtime's rule for RGB images. No stretching.
+3. Colour: samples deeper than 8 bits are scaled by 255 / (2**BitsStored - 1) and rounded to 0..255; then
+   BT.601 luma by `luma_uint8` (integer, round half up), the rule every 8-bit colour input follows. No stretching.
 4. Sequence of Ultrasound Regions (0018,6011): the largest region with RegionSpatialFormat 1 (2D) and
    RegionDataType 1 (tissue) is cropped out (RegionLocationMinX0..MaxX1, MinY0..MaxY1, inclusive), dropping the
    scanner's text and rulers; its PhysicalDeltaY/X give the spacing when both units are cm (3). Without such a
@@ -31,7 +31,8 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 DICOM_EXTRA = "pip install 'pocus-edge[dicom]'"
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "PALETTE COLOR")
-LUMA_BT601 = np.array([0.299, 0.587, 0.114])
+LUMA_PER_MILLE = np.array([299, 587, 114], dtype=np.int64)  # ITU-R BT.601 luma weights, the one definition
+LUMA_BT601 = LUMA_PER_MILLE / 1000.0  # the same weights for float input
 SPATIAL_2D, TISSUE, UNITS_CM = 1, 1, 3  # RegionSpatialFormat, RegionDataType, PhysicalUnits*Direction codes
 
 
@@ -190,17 +191,24 @@ def _gray_uint8(raw: np.ndarray, ds: Any) -> np.ndarray:
         from pydicom.pixels import apply_color_lut
 
         rgb = apply_color_lut(raw, ds)
-        return _luma(rgb.astype(np.float64) * (255.0 / np.iinfo(rgb.dtype).max))
+        return luma_uint8(rgb.astype(np.float64) * (255.0 / np.iinfo(rgb.dtype).max))
     if raw.ndim == 3:
+        if raw.dtype == np.uint8:
+            return luma_uint8(raw)
         depth = int(ds.get("BitsStored", 8) or 8)
-        scale = 1.0 if raw.dtype == np.uint8 else 255.0 / (2 ** depth - 1)
-        return _luma(raw.astype(np.float64) * scale)
+        return luma_uint8(raw.astype(np.float64) * (255.0 / (2 ** depth - 1)))
     gray = _voi(raw, ds)
     return 255 - gray if photometric == "MONOCHROME1" else gray
 
 
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(rgb[..., :3] @ LUMA_BT601), 0, 255).astype(np.uint8)
+def luma_uint8(rgb: np.ndarray) -> np.ndarray:
+    """H x W x C (C >= 3, RGB first, 0..255 scale) -> H x W uint8 gray by BT.601: (299 R + 587 G + 114 B + 500)
+    // 1000 in integers, so every path (training, runtime, DICOM, the Android core) gives the same bits; non-uint8
+    values are rounded to 0..255 first."""
+    channels = np.asarray(rgb)[..., :3]
+    if channels.dtype != np.uint8:
+        channels = np.clip(np.rint(channels.astype(np.float64)), 0, 255)
+    return ((channels.astype(np.int64) @ LUMA_PER_MILLE + 500) // 1000).astype(np.uint8)
 
 
 def _first(value: Any) -> float | None:

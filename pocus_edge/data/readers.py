@@ -1,7 +1,8 @@
 """Decode ultrasound files to 2-D uint8 grayscale frames: still images, DICOM and video.
 
-Rules (stated once, used everywhere): RGB/RGBA/palette images become luminance (ITU-R 601-2, PIL's
-"L"); 16-bit and float images are min-max scaled to 0..255 per frame; DICOM goes through
+Rules (stated once, used everywhere): still images decode through `runtime.images.decode_image_file`, the
+function the runtime uses (colour to BT.601 luma rounded to 8 bits, 16-bit refused with how to convert it, float
+images in [0, 1] rounded to 8-bit levels: its docstring states the rule); DICOM goes through
 `data.dicom.decode_dicom`, the function the runtime uses too (VOI window, MONOCHROME1, colour, crop to the
 ultrasound region: its docstring states the rule; multi-frame files give one frame per index); video frames are
 sampled evenly. PIL's decompression-bomb guard stays on, so an absurdly large image is refused.
@@ -17,25 +18,21 @@ import numpy as np
 from PIL import Image
 
 from ..errors import DataError
+from ..runtime.images import InputError, decode_image_file
 from . import dicom
-from .dicom import to_uint8
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 DICOM_SUFFIXES = set(dicom.DICOM_SUFFIXES)
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 # What decoding a broken file raises: PIL gives OSError (truncated), SyntaxError (broken PNG chunks),
-# DecompressionBombError; our own checks give ValueError.
-DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# DecompressionBombError; our own checks give ValueError; the shared still-image decoder gives InputError.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, InputError)
 MANIFEST_PATH_COLUMNS = ("file", "mask")
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Read a still image file as uint8 grayscale."""
-    with Image.open(path) as img:
-        img.load()
-        if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            return to_uint8(np.asarray(img))
-        return np.asarray(img.convert("L"))
+    """Read a still image file as uint8 grayscale, decoded exactly as the runtime decodes it."""
+    return decode_image_file(Path(path))
 
 
 def dicom_frame_count(path: Path) -> int:
@@ -97,7 +94,7 @@ def read_frame_checked(path: Path, what: str = "image", frame: int | None = None
     try:
         return read_frame(Path(path), frame)
     except DECODE_ERRORS as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = str(exc).splitlines()[0].removeprefix(f"{path}: ") if str(exc) else type(exc).__name__
         raise DataError(f"{path}: cannot decode this {what} ({reason}); replace the file or remove it from the data")
 
 

@@ -3,9 +3,13 @@
 Rules (documented in README, identical on Android):
 - uint8 arrays and 8-bit images are divided by 255.
 - float arrays must already lie in [0, 1]; anything else is refused (we never guess a scale).
-- RGB(A) is converted to gray with ITU-R BT.601 luma (0.299 R + 0.587 G + 0.114 B), alpha dropped;
-  ultrasound saved as RGB with R = G = B is unchanged by this.
-- 16-bit images are refused: their display window is scanner-specific, so the caller must window them.
+- RGB(A) is converted to gray with ITU-R BT.601 luma (0.299 R + 0.587 G + 0.114 B), alpha dropped; 8-bit colour
+  (files, PIL images, uint8 arrays) is rounded to 8-bit gray by `data.dicom.luma_uint8` (integers, round half up),
+  float arrays keep the float luma; ultrasound saved as RGB with R = G = B is unchanged by this.
+- 16-bit images are refused: their display window is scanner-specific, so the caller must window them (DICOM files
+  carry their window: the DICOM rule below applies).
+- Image files decode to 8-bit gray through `decode_image_file`, the one function training (`data.readers`) uses
+  too, so a file gives the same pixels in both (float 'F' images are rounded to 8-bit levels there).
 - Empty, NaN/inf, wrong-rank and oversize (decompression-bomb) inputs are refused with the reason.
 - DICOM files (.dcm/.dicom or the DICM marker) decode through pocus_edge.data.dicom, the function training uses
   (VOI window, MONOCHROME1, colour to luma, crop to the ultrasound region); a cine loop is refused here: iterate
@@ -22,11 +26,20 @@ from typing import Any
 
 import numpy as np
 
-from ..data.dicom import DICOM_SUFFIXES, DicomError, check_dataset, decode_dataset, frame_count, is_dicom, read_dataset
+from ..data.dicom import (
+    DICOM_SUFFIXES,
+    LUMA_BT601,
+    DicomError,
+    check_dataset,
+    decode_dataset,
+    frame_count,
+    is_dicom,
+    luma_uint8,
+    read_dataset,
+)
 from ..errors import PocusError
 
 MAX_PIXELS = 64_000_000  # ~8000 x 8000: far above any scanner frame, far below a decompression bomb
-LUMA_BT601 = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", *DICOM_SUFFIXES)  # predict searches folders for
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I", "I;16N")
 
@@ -46,16 +59,22 @@ def _check_size(height: int, width: int, what: str, max_pixels: int) -> None:
 
 
 def _from_path(path: Path, max_pixels: int) -> np.ndarray:
-    from PIL import Image
-
     if not path.is_file():
         raise InputError(f"{path}: no such image file")
     if is_dicom(path):
         return _from_dicom(path, max_pixels)
+    return decode_image_file(path, max_pixels).astype(np.float32) / 255.0
+
+
+def decode_image_file(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A still image file (not DICOM) -> H x W uint8 gray by the module's rules: the one decoder training and runtime
+    share. InputError (naming the file, the problem and the fix) for unreadable, oversize and 16-bit files."""
+    from PIL import Image
+
     try:
         with Image.open(path) as img:
             _check_size(img.height, img.width, str(path), max_pixels)
-            return _from_pil(img, str(path))
+            return gray8_from_pil(img, str(path))
     except InputError:
         raise
     except Exception as exc:  # PIL raises many types for unreadable files
@@ -121,17 +140,32 @@ def find_images(folder: Path, exclude: Path | None = None) -> list[Path]:
 def _refuse_16_bit(img: Any, what: str) -> None:
     if img.mode in SIXTEEN_BIT_MODES:
         raise InputError(
-            f"{what}: 16-bit image (mode {img.mode}); window it to 8 bits with your scanner's display window first"
+            f"{what}: 16-bit image (mode {img.mode}); window it to 8 bits with your scanner's display window first "
+            "(export an 8-bit PNG, or the DICOM file, whose window pocus applies)"
         )
 
 
-def _from_pil(img: Any, what: str) -> np.ndarray:
+def gray8_from_pil(img: Any, what: str) -> np.ndarray:
+    """A PIL image -> H x W uint8 gray: 16-bit refused, float ('F') checked to lie in [0, 1] and rounded to 8-bit
+    levels, palette/CMYK/1-bit through RGB, colour by `luma_uint8`."""
     _refuse_16_bit(img, what)
     if img.mode == "F":
-        return _channels_last_to_gray01(np.asarray(img, dtype=np.float32), what)
+        gray = _channels_last_to_gray01(np.asarray(img, dtype=np.float32), what)
+        return np.rint(gray * 255.0).astype(np.uint8)
     if img.mode not in ("L", "RGB", "RGBA", "LA"):
         img = img.convert("RGB")
-    return _channels_last_to_gray01(np.asarray(img), what)
+    return _gray8(np.asarray(img))
+
+
+def _gray8(array: np.ndarray) -> np.ndarray:
+    """uint8 H x W or H x W x C (C in 1..4, channels last) -> H x W uint8: colour by luma, alpha dropped."""
+    if array.ndim == 2:
+        return array
+    return luma_uint8(array) if array.shape[2] >= 3 else array[..., 0]
+
+
+def _from_pil(img: Any, what: str) -> np.ndarray:
+    return gray8_from_pil(img, what).astype(np.float32) / 255.0
 
 
 def to_gray01(array: np.ndarray, what: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -159,8 +193,8 @@ def _channels_last_to_gray01(array: np.ndarray, what: str, max_pixels: int = MAX
         )
     _check_size(array.shape[0], array.shape[1], what, max_pixels)
     if array.dtype == np.uint8:
-        gray = array.astype(np.float32) / 255.0
-    elif array.dtype in (np.float32, np.float64, np.float16):
+        return np.ascontiguousarray(_gray8(array), dtype=np.float32) / np.float32(255.0)
+    if array.dtype in (np.float32, np.float64, np.float16):
         gray = array.astype(np.float32)
         if not np.isfinite(gray).all():
             raise InputError(f"{what}: contains NaN or infinite values")
@@ -175,7 +209,7 @@ def _channels_last_to_gray01(array: np.ndarray, what: str, max_pixels: int = MAX
     else:
         raise InputError(f"{what}: unsupported dtype {array.dtype}; pass uint8 pixels or floats in [0, 1]")
     if channels in (3, 4):
-        gray = gray[..., :3] @ LUMA_BT601
+        gray = gray[..., :3] @ LUMA_BT601.astype(np.float32)
     elif channels == 2:  # gray + alpha
         gray = gray[..., 0]
     elif channels == 1:

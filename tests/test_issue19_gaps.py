@@ -1,0 +1,75 @@
+"""Issue 19's remaining gaps: one input rule for training and runtime, no silent threshold, `demo --quiet`,
+readable help, one task check, project errors from the TensorRT backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pocus_edge.data.readers import read_frame, read_frame_checked
+from pocus_edge.errors import DataError
+from pocus_edge.runtime.images import InputError, load_gray, to_gray01
+
+RNG = np.random.default_rng(19)
+
+
+def _colour_png(path, mode="RGB"):
+    channels = 4 if mode == "RGBA" else 3
+    pixels = RNG.integers(0, 256, (24, 32, channels), dtype=np.uint8)
+    pixels[0, :4, :3] = [(0, 0, 250), (1, 0, 0), (255, 0, 0), (0, 255, 0)]  # 28.5, 0.299: ties and near-ties
+    Image.fromarray(pixels, mode).save(path)
+    return pixels
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_colour_file_gives_the_same_pixels_in_training_and_runtime(tmp_path, mode):
+    """Old: training used PIL's "L" (fixed-point 601 luma), runtime float luma: values differed by rounding."""
+    pixels = _colour_png(tmp_path / "c.png", mode)
+    train = read_frame(tmp_path / "c.png")
+    expected = (pixels[..., :3].astype(np.int64) @ [299, 587, 114] + 500) // 1000
+    np.testing.assert_array_equal(train, expected.astype(np.uint8))
+    np.testing.assert_array_equal(load_gray(tmp_path / "c.png"), train.astype(np.float32) / 255.0)
+    np.testing.assert_array_equal(to_gray01(pixels), train.astype(np.float32) / 255.0)  # a uint8 array: same rule
+    assert train[0, :4].tolist() == [29, 0, 76, 150]
+
+
+def test_palette_and_bilevel_files_agree_too(tmp_path):
+    rgb = Image.fromarray(RNG.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    rgb.convert("P").save(tmp_path / "p.png")
+    Image.fromarray(RNG.integers(0, 2, (16, 16), dtype=np.uint8) * 255).convert("1").save(tmp_path / "b.png")
+    for name in ("p.png", "b.png"):
+        np.testing.assert_array_equal(load_gray(tmp_path / name), read_frame(tmp_path / name) / np.float32(255.0))
+
+
+def test_sixteen_bit_png_is_refused_by_training_and_runtime_alike(tmp_path):
+    """Old: training min-max scaled a 16-bit PNG (it trained and evaluated), the runtime refused it in predict."""
+    Image.fromarray(np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).save(tmp_path / "x16.png")
+    expected = rf"{tmp_path}/x16.png: 16-bit image \(mode I;16\); window it to 8 bits .*DICOM file"
+    with pytest.raises(InputError, match=expected):
+        read_frame(tmp_path / "x16.png")
+    with pytest.raises(InputError, match=expected):
+        load_gray(tmp_path / "x16.png")
+    with pytest.raises(DataError, match=rf"{tmp_path}/x16.png: cannot decode this mask \(16-bit image \(mode I;16\)"):
+        read_frame_checked(tmp_path / "x16.png", "mask")
+
+
+def test_float_file_in_range_agrees_and_out_of_range_is_refused(tmp_path):
+    """Old: training min-max stretched a float TIFF; the runtime required [0, 1]."""
+    values = RNG.random((16, 16), dtype=np.float32)
+    Image.fromarray(values, "F").save(tmp_path / "f.tif")
+    train = read_frame(tmp_path / "f.tif")
+    np.testing.assert_array_equal(train, np.rint(values * 255).astype(np.uint8))
+    np.testing.assert_array_equal(load_gray(tmp_path / "f.tif"), train / np.float32(255.0))
+    Image.fromarray(values * 1000, "F").save(tmp_path / "big.tif")
+    for read in (read_frame, load_gray):
+        with pytest.raises(InputError, match=r"big.tif: float values span \[.*\]; float input must lie in \[0, 1\]"):
+            read(tmp_path / "big.tif")
+
+
+def test_luma_weights_have_one_definition():
+    import pocus_edge.data.dicom as dicom
+    import pocus_edge.runtime.images as images
+
+    assert images.LUMA_BT601 is dicom.LUMA_BT601
+    assert dicom.LUMA_BT601.tolist() == [0.299, 0.587, 0.114]
