@@ -73,3 +73,44 @@ def test_luma_weights_have_one_definition():
 
     assert images.LUMA_BT601 is dicom.LUMA_BT601
     assert dicom.LUMA_BT601.tolist() == [0.299, 0.587, 0.114]
+
+
+@pytest.mark.parametrize("card, expected", [
+    ({"task": "segmentation"}, "threshold is None; a segmentation card needs its mask threshold"),
+    ({"task": "segmentation", "threshold": None}, "threshold is None"),
+    ({"task": "segmentation", "threshold": True}, "threshold is True"),
+    ({"task": "segmentation", "threshold": "0.5"}, "threshold is '0.5'"),
+    ({"task": "segmentation", "threshold": 1.5}, "threshold is 1.5"),
+    ({"task": "segmentation", "threshold": 0.7}, 0.7),
+    ({"task": "segmentation", "threshold": 0}, 0.0),
+    ({"task": "classification"}, None),
+    ({"task": "embedding", "threshold": 0.5}, None),
+])
+def test_card_threshold_is_the_cards_own_never_a_silent_default(card, expected):
+    from pocus_edge.errors import CheckpointError
+    from pocus_edge.models.encoder_io import card_threshold
+
+    if isinstance(expected, str):
+        with pytest.raises(CheckpointError, match=rf"^m.json: the card's {expected}.*re-run pocus finetune$"):
+            card_threshold(card, "m.json")
+    else:
+        assert card_threshold(card, "m.json") == expected
+
+
+def test_json_files_that_hold_no_object_are_refused_with_the_callers_error(tmp_path):
+    """Cards and manifests share one reader (duplicates D2); each keeps its own error type and wording."""
+    from pocus_edge.errors import CheckpointError
+    from pocus_edge.models.encoder_io import read_card
+    from pocus_edge.runtime.manifest import BundleError, read_manifest
+
+    (tmp_path / "m.safetensors").write_bytes(b"")
+    (tmp_path / "m.json").write_text("[1, 2]")
+    with pytest.raises(CheckpointError, match=r"m.json: not a checkpoint card \(expected a JSON object\)"):
+        read_card(tmp_path / "m.safetensors")
+    (tmp_path / "m.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match=r"m.json: not valid JSON .*; re-create a checkpoint card"):
+        read_card(tmp_path / "m.safetensors")
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_text('"text"')
+    with pytest.raises(BundleError, match=r"manifest.json: not a bundle manifest \(expected a JSON object\)"):
+        read_manifest(tmp_path / "b")

@@ -12,6 +12,7 @@ from ..errors import CheckpointError, ConfigError
 from ..models.encoder_io import load_encoder_state, read_card, save_encoder
 from ..models.registry import canonical_arch, create_model, default_decoder_channels, load_student_encoder, task_encoder
 from ..models.vit_lora import CheckpointView, ViTLoRAOptions, is_vit_arch
+from ..runtime.postprocess import DEFAULT_THRESHOLD
 
 
 class FinetuneModel(nn.Module):
@@ -125,7 +126,7 @@ def save_task_model(path: Path, net: nn.Module, cfg, labels: list[str], init: di
     return save_encoder(path, saved, cfg.architecture, cfg.image_size, {**(extra or {}), **init.get("card", {}),
         "kind": "task_model", "task": cfg.task, "name": name, "encoder": cfg.architecture,
         "num_classes": len(labels) if cfg.task == "classification" else 1, "labels": labels,
-        "threshold": 0.5 if cfg.task == "segmentation" else None,
+        "threshold": DEFAULT_THRESHOLD if cfg.task == "segmentation" else None,
         "encoder_origin": init["origin"], "init_sha256": init["init_sha256"],
         "decoder_channels": init["decoder_channels"], "smoke_test_only": init["smoke_test_only"],
         "linear_probe": cfg.linear_probe, "label_fraction": cfg.label_fraction})

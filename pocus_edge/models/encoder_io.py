@@ -6,7 +6,6 @@ sha256 of the weights file; loading verifies the hash, so a truncated or swapped
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ from torch import nn
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..errors import CheckpointError
 from ..io import atomic_write, atomic_write_json, sha256_file
+from ..runtime.manifest import read_json_object
 
 CARD_SCHEMA_VERSION = 1
 
@@ -96,13 +96,20 @@ def read_card(weights_path: Path) -> dict:
 
 def _parse_card(card_path: Path) -> dict:
     """A card file as a dict; CheckpointError when it is not a JSON object."""
-    try:
-        card = json.loads(card_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{card_path}: not valid JSON ({exc})")
-    if not isinstance(card, dict):
-        raise CheckpointError(f"{card_path}: not a checkpoint card (expected a JSON object)")
-    return card
+    return read_json_object(card_path, CheckpointError, "a checkpoint card")
+
+
+def card_threshold(card: dict, where: Path | str) -> float | None:
+    """The probability threshold a model's outputs are post-processed with: a segmentation card must carry its
+    own (never a silent default), other tasks have none. CheckpointError naming the card otherwise."""
+    if card.get("task") != "segmentation":
+        return None
+    threshold = card.get("threshold")
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0.0 <= threshold <= 1.0:
+        raise CheckpointError(f"{where}: the card's threshold is {threshold!r}; a segmentation card needs its mask "
+                              "threshold, a number in [0, 1] (pocus finetune writes one): add \"threshold\" to the "
+                              "card or re-run pocus finetune")
+    return float(threshold)
 
 
 def check_state_fits(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], what: str) -> None:

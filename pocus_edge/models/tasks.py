@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ..runtime.postprocess import DEFAULT_THRESHOLD
 
 TASKS = ("segmentation", "classification", "embedding")
 
@@ -32,7 +33,7 @@ class TaskSpec:
     image_size: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    threshold: float | None = 0.5
+    threshold: float | None = DEFAULT_THRESHOLD  # a checkpoint's comes from its card (encoder_io.card_threshold)
     source: str = "built-in"
     source_sha256: str | None = None
     extra: dict = field(default_factory=dict)

@@ -78,6 +78,17 @@ def validate_manifest(manifest: dict[str, Any], where: str = "manifest") -> None
         raise BundleError(f"{where}: field {field}: {first.message}{more}")
 
 
+def read_json_object(path: Path, error: type[PocusError], kind: str) -> dict[str, Any]:
+    """A JSON file that must hold one object (a manifest, a checkpoint card); `error` (naming the file) otherwise."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: not valid JSON ({exc}); re-create {kind}")
+    if not isinstance(value, dict):
+        raise error(f"{path}: not {kind} (expected a JSON object)")
+    return value
+
+
 def read_manifest(bundle_dir: Path) -> dict[str, Any]:
     """Load and schema-validate BUNDLE/manifest.json without checking file hashes."""
     bundle_dir = Path(bundle_dir)
@@ -88,12 +99,7 @@ def read_manifest(bundle_dir: Path) -> dict[str, Any]:
     path = bundle_dir / MANIFEST_NAME
     if not path.is_file():
         raise BundleError(f"{bundle_dir}: no {MANIFEST_NAME}; this is not a pocus-edge bundle (re-run pocus-export)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc})")
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{path}: expected a JSON object")
+    manifest = read_json_object(path, BundleError, "a bundle manifest")
     version = manifest.get("schema_version")
     if version != 1:
         raise BundleError(f"{path}: schema_version {version!r} is not supported by this runtime (expected 1)")
