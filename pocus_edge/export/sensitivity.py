@@ -20,6 +20,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 FILES = ("quant_report.json", "quant_report.md", "quant_report.png")
+DPI = 110
 
 
 def layer_sensitivity(job, method: str) -> dict[str, Any]:
@@ -124,7 +125,7 @@ def figure(report: dict[str, Any], top: int = 30):
     quantised = [r["quantized_alone"]["output_sqnr_db"] for r in rows][::-1]
     full = report["full_int8"]["output_sqnr_db"]
     height = 0.3 * len(rows) + 1.8
-    fig, ax = plt.subplots(figsize=(9, height))
+    fig, ax = plt.subplots(figsize=(9, height), dpi=DPI)
     ys = range(len(rows))
     ax.barh([y + 0.2 for y in ys], floated, 0.4, label="only this layer in float")
     ax.barh([y - 0.2 for y in ys], quantised, 0.4, label="only this layer quantised")
@@ -135,8 +136,8 @@ def figure(report: dict[str, Any], top: int = 30):
     ax.set_xlim(min(values) - 0.15 * span, max(values) + 0.1 * span)
     ax.set_xlabel("output SQNR vs fp32 (dB, higher = closer to fp32)")
     ax.set_title(f"int8 sensitivity ({report['frames']} held-out frames, {report['method']}, "
-                 f"{report['metric']} in quant_report.md)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+                 f"{report['metric']} in quant_report.md)", fontsize=9, pad=20)
+    ax.legend(fontsize=7, loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3, frameon=False)  # off the bars
     fig.canvas.draw()
     widest = max((t.get_window_extent().width for t in ax.get_yticklabels()), default=0) / fig.dpi
     fig.set_size_inches(max(9.0, widest + 7.0), height)
@@ -148,7 +149,7 @@ def _chart(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig = figure(report)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight", pad_inches=0.1)  # nothing drawn outside the file
     plt.close(fig)
 
 

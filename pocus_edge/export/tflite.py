@@ -41,14 +41,20 @@ def check_available() -> None:
 
 
 @contextmanager
-def _quiet_native_logs():
-    """litert-torch prints progress lines to stdout; keep them out of the CLI's output."""
+def hidden_library_stdout(hide: bool = True):
+    """litert-torch prints progress lines and its PT2E annotators print notices ("Relu partition has more than one
+    output node") to stdout, natively and with print(); keep both out of a command's output (stdout carries its
+    results). `hide=False` (--verbose) lets them through."""
+    import contextlib
     import sys
 
+    if not hide:
+        yield
+        return
+    sys.stdout.flush()
     saved = os.dup(1)
     try:
-        sys.stdout.flush()
-        with open(os.devnull, "w") as devnull:
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
             os.dup2(devnull.fileno(), 1)
             yield
     finally:
@@ -253,7 +259,7 @@ def convert(request: ExportRequest, workdir: Path) -> TargetResult:
     mixed_options: dict[str, Any] = {}
     extra: list[str] = []
     try:
-        with _quiet_native_logs():
+        with hidden_library_stdout():
             if request.precision == "int8" and io == "int8":
                 mixed_options, extra = _convert_int8(module, request, final)
             else:
