@@ -26,6 +26,7 @@ from .cli_common import (
     os_error_line,
     print_summary,
     quiet_option,
+    readable_list_metavars,
     setup_logging,
     usage_exit_code,
     verbose_option,
@@ -42,7 +43,8 @@ _print_summary = print_summary
 
 @app.command()
 def distill(
-    data: list[Path] = typer.Option(None, "--data", help="Folder(s) of unlabeled ultrasound (repeatable)."),
+    data: list[Path] = typer.Option(None, "--data", metavar="DIR", help="Folder(s) of unlabeled ultrasound "
+                                    "(repeatable)."),
     data_list: Path | None = typer.Option(None, "--data-list", help="Train only on the frames of --data this list "
                                           "names (pocus corpus select --out; PATH or PATH#FRAME per line)."),
     crop_overlays: bool | None = typer.Option(None, "--crop-overlays/--no-crop-overlays", help="Crop each frame to "
@@ -50,50 +52,52 @@ def distill(
                                               "component) so burned-in text and rulers never reach the teacher."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Run folder: checkpoints, student, metrics."),
     config: Path | None = typer.Option(None, "--config", help="YAML file with any of these settings."),
-    teacher: str | None = typer.Option(None, help="timm DINOv3/DINOv2 ViT [vit_base_patch16_dinov3]."),
+    teacher: str | None = typer.Option(None, help="timm DINOv3/DINOv2 ViT [default: vit_base_patch16_dinov3]."),
     teacher_weights: str | None = typer.Option(None, help="Local .safetensors/.pth file, or 'random' (smoke tests)."),
-    student: str | None = typer.Option(None, help="timm CNN student [resnet50]."),
-    blocks: str | None = typer.Option(None, help="Teacher block indices, comma-separated [last two]."),
-    aggregate: str | None = typer.Option(None, help="concat | mean of the blocks' tokens [concat]."),
-    image_size: int | None = typer.Option(None, help="Input size, multiple of 32 [256]."),
-    batch_size: int | None = typer.Option(None, help="Global batch per optimizer step [512]."),
-    accum_steps: int | None = typer.Option(None, help="Gradient accumulation steps [auto]."),
-    epochs: int | None = typer.Option(None, help="Epochs [1000]."),
+    student: str | None = typer.Option(None, help="timm CNN student [default: resnet50]."),
+    blocks: str | None = typer.Option(None, help="Teacher block indices, comma-separated [default: last two]."),
+    aggregate: str | None = typer.Option(None, help="concat | mean of the blocks' tokens [default: concat]."),
+    image_size: int | None = typer.Option(None, help="Input size, multiple of 32 [default: 256]."),
+    batch_size: int | None = typer.Option(None, help="Global batch per optimizer step [default: 512]."),
+    accum_steps: int | None = typer.Option(None, help="Gradient accumulation steps [default: auto]."),
+    epochs: int | None = typer.Option(None, help="Epochs [default: 1000]."),
     max_steps: int | None = typer.Option(None, help="Stop after this many optimizer steps (0 = epochs decide)."),
-    lr: float | None = typer.Option(None, help="Peak AdamW learning rate [1e-4]."),
-    weight_decay: float | None = typer.Option(None, help="AdamW weight decay [0.05]."),
-    warmup_steps: int | None = typer.Option(None, help="Warm-up steps [5% of the schedule]."),
-    aug: str | None = typer.Option(None, help="ultrasound | natural augmentation preset [ultrasound]."),
-    mixup: bool | None = typer.Option(None, "--mixup/--no-mixup", help="In-batch mixup [on]."),
-    precision: str | None = typer.Option(None, help="auto | bf16 | fp16 | fp32 [auto: bf16 on capable GPUs]."),
+    lr: float | None = typer.Option(None, help="Peak AdamW learning rate [default: 1e-4]."),
+    weight_decay: float | None = typer.Option(None, help="AdamW weight decay [default: 0.05]."),
+    warmup_steps: int | None = typer.Option(None, help="Warm-up steps [default: 5% of the schedule]."),
+    aug: str | None = typer.Option(None, help="ultrasound | natural augmentation preset [default: ultrasound]."),
+    mixup: bool | None = typer.Option(None, "--mixup/--no-mixup", help="In-batch mixup [default: on]."),
+    precision: str | None = typer.Option(None, help="auto | bf16 | fp16 | fp32 [default: auto: bf16 on capable GPUs]."),
     save_every: str | None = typer.Option(None, help="Checkpoint every N steps ('500') or epochs ('1ep')."),
-    keep_last: int | None = typer.Option(None, help="Checkpoints kept [3]."),
-    held_out_fraction: float | None = typer.Option(None, help="Held-out share for token R², 0..0.5 [0.05]."),
+    keep_last: int | None = typer.Option(None, help="Checkpoints kept [default: 3]."),
+    held_out_fraction: float | None = typer.Option(None, help="Held-out share for token R², 0..0.5 [default: 0.05]."),
     held_out_data: list[Path] = typer.Option(None, "--held-out-data", help="Measure token R² on these folders' "
                                              "frames instead of a split of --data (repeatable); training frames "
                                              "with the same pixels are dropped."),
     exclude_eval_splits: list[Path] = typer.Option(None, "--exclude-eval-splits", help="Labelled folder whose "
                                                    "validation/test images (as pocus finetune seg and cls split it, "
                                                    "--eval-split-seed) must not be distilled on (repeatable)."),
-    eval_split_seed: int | None = typer.Option(None, help="Seed of the downstream fine-tunes' splits [0]."),
+    eval_split_seed: int | None = typer.Option(None, help="Seed of the downstream fine-tunes' splits [default: 0]."),
     objective: str | None = typer.Option(None, help="token-mse (the paper's token MSE) | masked-consistency "
                                          "(masked views weighted by teacher consistency + L1 reconstruction, "
-                                         "adapted from TinyUSFM) [token-mse]."),
-    mask_ratio: float | None = typer.Option(None, help="masked-consistency: share of blocks blanked [0.6]."),
-    mask_block: int | None = typer.Option(None, help="masked-consistency: block side in px [32]."),
+                                         "adapted from TinyUSFM) [default: token-mse]."),
+    mask_ratio: float | None = typer.Option(None, help="masked-consistency: share of blocks blanked [default: 0.6]."),
+    mask_block: int | None = typer.Option(None, help="masked-consistency: block side in px [default: 32]."),
     ring_mask_ratio: float | None = typer.Option(None, help="masked-consistency: share of frequency rings zeroed "
-                                                 "[0.5] (mask_rings, ring_keep_radius, recon_hidden: --config)."),
+                                                 "(mask_rings, ring_keep_radius, recon_hidden: --config) "
+                                                 "[default: 0.5]."),
     consistency_power: float | None = typer.Option(None, help="masked-consistency: sharpness of the teacher-"
-                                                   "consistency weights, 0 = equal [1.0]."),
-    feature_weight: float | None = typer.Option(None, help="masked-consistency: weight of the feature term [1.0]."),
+                                                   "consistency weights, 0 = equal [default: 1.0]."),
+    feature_weight: float | None = typer.Option(None, help="masked-consistency: weight of the feature term "
+                                                "[default: 1.0]."),
     recon_weight: float | None = typer.Option(None, help="masked-consistency: weight of the L1 reconstruction "
-                                              "[1.0]."),
+                                              "[default: 1.0]."),
     resume: bool | None = typer.Option(None, "--resume", help="Continue from the newest valid checkpoint (fails "
                                        "without one); `--resume auto` starts from step 0 when there is none."),
     resume_auto: bool = typer.Option(False, "--resume-auto", hidden=True),
-    num_workers: int | None = typer.Option(None, help="Data-loader worker processes [2]."),
+    num_workers: int | None = typer.Option(None, help="Data-loader worker processes [default: 2]."),
     threads: int | None = typer.Option(None, help="torch CPU threads, 0..4 x CPU cores (0 = default)."),
-    seed: int | None = typer.Option(None, help="Seed for init, data order, augmentation [0]."),
+    seed: int | None = typer.Option(None, help="Seed for init, data order, augmentation [default: 0]."),
     quiet: bool | None = typer.Option(None, "--quiet", "-q", help="No progress bar or info logs."),
     verbose: bool = verbose_option(),
     json_out: Path | None = json_option("the summary"),
@@ -140,13 +144,15 @@ def demo(
     steps: int = typer.Option(40, help="Distillation steps."),
     quiet: bool = quiet_option(),
     verbose: bool = verbose_option(),
+    json_out: Path | None = json_option("the summary"),
 ) -> None:
     """Run the pipeline end to end on the embedded default (synthetic phantoms) and print a summary."""
     from .demo import run_demo
 
     _setup_logging(quiet, verbose)
     summary = run_demo(out, data, steps, quiet)
-    _print_summary("pocus demo", summary, out)
+    if not emit_json(json_out, summary) and not quiet:
+        _print_summary("pocus demo", summary, out)
 
 
 from .bench.commands import bench_app  # noqa: E402
@@ -157,13 +163,15 @@ from .kd.commands import register as _register_kd  # noqa: E402
 from .runtime.commands import register as _register_predict  # noqa: E402
 
 app.add_typer(bench_app, name="bench")
-app.add_typer(corpus_app, name="corpus")
+app.add_typer(corpus_app, name="corpus", short_help="Distillation corpora: scan for duplicates, select a budget of "
+              "frames.")
 for _group in app.registered_groups:
     _group.typer_instance.rich_markup_mode = None  # plain help everywhere ("[256]" defaults are text, not markup)
 _register_export(app)
 _register_predict(app)
 _register_finetune(app)
 _register_kd(app)
+readable_list_metavars(app)
 
 
 def _run(typer_app: typer.Typer, args: list[str] | None = None, prog_name: str | None = None) -> None:

@@ -4,10 +4,13 @@ option, and how usage and disk errors are reported (one `error:` line, exit code
 from __future__ import annotations
 
 import errno
+import inspect
 import json
 import logging
 import math
 import sys
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
+from typer.core import TyperCommand
 
 from .errors import ConfigError
 
@@ -57,6 +61,61 @@ def verbose_option() -> Any:
                         "output (absl, TensorFlow Lite, JAX, coremltools, tqdm); hidden by default.")
 
 
+# --- help text ------------------------------------------------------------------------------------------------
+
+ARCHITECTURE_NAMES = "{architectures}"
+"""Put in an option's help where the model registry's architectures belong; RegistryHelpCommand fills it in."""
+
+
+class RegistryHelpCommand(TyperCommand):
+    """A command whose help names the registry's architectures (ARCHITECTURE_NAMES): filled in when the help is
+    shown, because importing the registry loads torch, which `pocus --help` and every other command must not."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from .models.registry import ARCHITECTURES
+
+        names = ", ".join(ARCHITECTURES)
+        for param in self.params:
+            help_text = getattr(param, "help", None)
+            if help_text and ARCHITECTURE_NAMES in help_text:
+                param.help = help_text.replace(ARCHITECTURE_NAMES, names)
+        super().format_help(ctx, formatter)
+
+
+LIST_METAVARS = {Path: "<path>", str: "<str>", int: "<int>", float: "<float>"}
+
+
+def readable_list_metavars(app: typer.Typer) -> None:
+    """Repeatable options without a metavar show their element's type as typer shows a single value (`<path>`)
+    instead of the Python type (`<list[Path]>`); run once on the assembled app. (Variadic arguments keep typer's
+    display: a metavar there would replace the argument's name.)"""
+    apps = [app, *(group.typer_instance for group in app.registered_groups if group.typer_instance)]
+    for command in (c for a in apps for c in a.registered_commands if c.callback is not None):
+        hints = typing.get_type_hints(command.callback)
+        for name, param in inspect.signature(command.callback).parameters.items():
+            if not isinstance(param.default, typer.models.OptionInfo) or param.default.metavar is not None:
+                continue
+            hint = hints.get(name)
+            args = [a for a in typing.get_args(hint) if a is not type(None)] if _is_union(hint) else [hint]
+            if len(args) == 1 and typing.get_origin(args[0]) is list:
+                element = typing.get_args(args[0])[0]
+                param.default.metavar = LIST_METAVARS.get(element, "<value>")
+
+
+def _is_union(hint: Any) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
+TASK_ARGUMENTS = {"seg": "segmentation", "cls": "classification"}
+
+
+def task_argument(task: str) -> str:
+    """The TASK argument of finetune, sweep and kd (seg | cls) -> the task name; ConfigError otherwise."""
+    if task not in TASK_ARGUMENTS:
+        raise ConfigError(f"task {task!r}: use seg (segmentation, U-Net) or cls (classification)")
+    return TASK_ARGUMENTS[task]
+
+
 # --- numbers for people ---------------------------------------------------------------------------------------
 
 _SUFFIX_UNITS = (("_per_s", "/s"), ("_seconds", "s"), ("_s", "s"), (" (s)", "s"), ("_ms", "ms"), ("_mb", "MB"))
@@ -66,8 +125,8 @@ def human_row(key: str, value: Any) -> tuple[str, str]:
     """(label, text) of a summary row: `seconds_this_session 408.5` -> (`time this session`, `408.5 s`),
     `wall_time_s` -> `wall time`, `images_per_s` -> `images/s`."""
     label, unit = key, ""
-    if key.startswith("seconds_"):
-        label, unit = "time_" + key[len("seconds_"):], "s"
+    if key == "seconds" or key.startswith("seconds_"):
+        label, unit = "time" + key[len("seconds"):], "s"
     else:
         for suffix, name in _SUFFIX_UNITS:
             if key.endswith(suffix) and len(key) > len(suffix):

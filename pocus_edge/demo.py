@@ -30,10 +30,9 @@ def run_demo(out: Path, data: Path | None, steps: int, quiet: bool) -> dict:
     """Generate phantoms (unless --data), distil, reload the student into timm; return a summary."""
     import shutil
 
-    import timm
-
     from .distill.trainer import run_distillation
     from .models.encoder_io import load_encoder_state
+    from .models.registry import timm_encoder
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -43,7 +42,7 @@ def run_demo(out: Path, data: Path | None, steps: int, quiet: bool) -> dict:
         data = write_phantom_dataset(out / "phantoms", DEMO_IMAGES, size=(192, 192), seed=0)
     summary = run_distillation(demo_config(Path(data), out, steps, quiet))
     state, card = load_encoder_state(out / "distill" / "student.safetensors")
-    encoder = timm.create_model(card["architecture"], pretrained=False, num_classes=0)
+    encoder = timm_encoder(card["architecture"])  # the registry's timm model: timm's own key names
     result = encoder.load_state_dict(state, strict=True)
     bundle = _export_and_run(out, Path(data))
     return {

@@ -114,3 +114,127 @@ def test_json_files_that_hold_no_object_are_refused_with_the_callers_error(tmp_p
     (tmp_path / "b" / "manifest.json").write_text('"text"')
     with pytest.raises(BundleError, match=r"manifest.json: not a bundle manifest \(expected a JSON object\)"):
         read_manifest(tmp_path / "b")
+
+
+def _all_help() -> dict[str, str]:
+    """`pocus ... --help` of every command and group, in process."""
+    import typer
+    from typer.testing import CliRunner
+
+    from pocus_edge.cli import app
+
+    def walk(command, path):
+        yield path
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from walk(sub, [*path, name])
+
+    runner = CliRunner()
+    pages = {}
+    for path in walk(typer.main.get_command(app), []):
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, (path, result.output)
+        pages[" ".join(path) or "pocus"] = result.output
+    return pages
+
+
+@pytest.fixture(scope="module")
+def help_pages():
+    return _all_help()
+
+
+def _section(page: str, title: str) -> list[str]:
+    lines = page.split(f"\n{title}:\n", 1)[1].split("\n\n", 1)[0].splitlines() if f"\n{title}:\n" in page else []
+    return [line for line in lines if line.strip()]
+
+
+def test_help_lists_whole_summaries_and_readable_metavars(help_pages):
+    """Old: finetune, kd, corpus and bench suite summaries ended in '...'; repeatable options showed <list[Path]>."""
+    for name, page in help_pages.items():
+        for line in _section(page, "Commands"):
+            assert not line.rstrip().endswith("..."), (name, line)
+        for line in _section(page, "Options"):
+            assert "<list[" not in line, (name, line)
+        assert "{architectures}" not in page, name
+    assert "--data DIR" in help_pages["distill"] and "--trusted-key <path>" in help_pages["info"]
+    assert "--linear-probe" in help_pages["sweep"] and "Freeze the encoders" in help_pages["sweep"]
+    finetune = " ".join(help_pages["finetune"].split())
+    assert "widths, four or five, deepest first" in finetune and "--decoder-channels WIDTHS|auto" in finetune
+
+
+def test_architecture_help_comes_from_the_registry(help_pages):
+    """Old: hand-written lists that missed mobilenetv4_conv_small."""
+    from pocus_edge.models.registry import ARCHITECTURES
+
+    for command, option in (("finetune", "--architecture NAME"), ("kd", "--student NAME")):
+        text = " ".join(help_pages[command].split())
+        assert option in text
+        for arch in ARCHITECTURES:
+            assert arch in text, (command, arch)
+
+
+@pytest.mark.parametrize("command", ["distill", "demo", "finetune", "qat", "eval", "sweep", "embed-plot", "kd",
+                                     "bench latency", "bench parity", "bench suite", "bench import"])
+def test_defaults_are_written_one_way(help_pages, command):
+    """Old: `[x]`, `[default: x]` and `(default x)` side by side; now every default reads `[default: x]`."""
+    import re
+
+    text = " ".join("\n".join(_section(help_pages[command], "Options")).split())
+    assert "(default" not in text
+    for bracket in re.findall(r"\[([^\[\]]*)\]", text):
+        assert bracket.startswith(("default: ", "required")), (command, bracket)
+
+
+def test_demo_quiet_prints_nothing_and_json_writes_the_summary(tmp_path, capsys, monkeypatch):
+    """Old: `pocus demo --quiet` printed the summary table although --quiet promises none; no --json."""
+    import json
+
+    import pocus_edge.demo as demo_module
+    from pocus_edge.cli import _run, app
+
+    monkeypatch.setattr(demo_module, "run_demo", lambda out, data, steps, quiet: {"seconds": 1.5, "bundle": "b"})
+    _run(app, ["demo", "--quiet", "--out", str(tmp_path / "d")], prog_name="pocus")
+    assert capsys.readouterr().out == ""
+    _run(app, ["demo", "--quiet", "--out", str(tmp_path / "d"), "--json", str(tmp_path / "s.json")], prog_name="pocus")
+    assert capsys.readouterr().out == ""
+    assert json.loads((tmp_path / "s.json").read_text()) == {"seconds": 1.5, "bundle": "b"}
+    _run(app, ["demo", "--out", str(tmp_path / "d")], prog_name="pocus")
+    printed = capsys.readouterr().out
+    assert "pocus demo" in printed and "1.5 s" in printed  # 'seconds' is shown as a time with its unit
+
+
+@pytest.mark.parametrize("key, expected", [("seconds", ("time", "408.5 s")),
+                                           ("seconds_this_session", ("time this session", "408.5 s")),
+                                           ("wall_time_s", ("wall time", "408.5 s"))])
+def test_seconds_rows_carry_their_unit(key, expected):
+    from pocus_edge.cli_common import human_row
+
+    assert human_row(key, 408.5) == expected
+
+
+@pytest.mark.parametrize("args", [["finetune", "segm", "--data", "d", "--out", "o"],
+                                  ["sweep", "segm", "--data", "d", "--out", "o"],
+                                  ["kd", "segm", "--teacher", "t", "--transfer", "t", "--data", "d", "--out", "o"]])
+def test_task_argument_is_checked_once_with_one_error_type(args, capsys):
+    """Old: finetune and sweep raised PocusError, kd ConfigError, with copies of the check."""
+    from adversarial.test_cli_usage import assert_one_error_line, run_pocus
+
+    from pocus_edge.cli_common import task_argument
+    from pocus_edge.errors import ConfigError
+
+    code, _, err = run_pocus(args, capsys)
+    assert_one_error_line(code, err, "task 'segm': use seg (segmentation, U-Net) or cls (classification)")
+    with pytest.raises(ConfigError, match="task 'segm'"):
+        task_argument("segm")
+    assert task_argument("seg") == "segmentation" and task_argument("cls") == "classification"
+
+
+@pytest.mark.parametrize("result, call", [((2, None), "cudaMalloc"), ((700,), "cudaStreamSynchronize")])
+def test_tensorrt_cuda_failures_are_project_errors_that_say_what_to_do(result, call):
+    """Old: RuntimeError('CUDA error 2'), a traceback for the user."""
+    from pocus_edge.errors import PocusError
+    from pocus_edge.runtime.backends.tensorrt_backend import _check
+
+    with pytest.raises(PocusError, match=rf"CUDA call {call} failed \(\d+\); check the GPU with nvidia-smi .*"
+                                         "backend='onnxruntime'"):
+        _check(result, call)
+    assert _check((0, 7), call) == 7 and _check((0, 1, 2), call) == [1, 2]

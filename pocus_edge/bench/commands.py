@@ -133,7 +133,7 @@ def bench_parity_cmd(
                       f"{'undefined' if change is None else f'{change:+.4f}'}", highlight=False)
 
 
-@bench_app.command("suite")
+@bench_app.command("suite", short_help="Run a declared matrix: export or reuse bundles, latency, parity, reports.")
 def bench_suite(
     suite_file: Path = typer.Argument(..., help="Suite YAML (see benchmarks/suite.yaml)."),
     only: str | None = typer.Option(None, "--only", help="latency | parity: run one stage, keep the other's results."),

@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from ..cli_common import (
+    ARCHITECTURE_NAMES,
+    RegistryHelpCommand,
     console,
     emit_json,
     json_option,
@@ -14,9 +16,10 @@ from ..cli_common import (
     print_summary,
     quiet_option,
     setup_logging,
+    task_argument,
     verbose_option,
 )
-from ..errors import PocusError
+from ..errors import ConfigError
 from ..limits import check, check_out
 
 _setup_logging = setup_logging
@@ -25,7 +28,8 @@ _print_summary = print_summary
 
 def register(app: typer.Typer) -> None:
     """Add the downstream-evaluation commands to the `pocus` app."""
-    app.command()(finetune)
+    app.command(cls=RegistryHelpCommand, short_help="Fine-tune or linearly probe a U-Net / classifier on labelled "
+                "ultrasound.")(finetune)
     app.command()(qat)
     app.command("eval")(eval_cmd)
     app.command()(sweep)
@@ -39,39 +43,40 @@ def finetune(
                              "splits."),
     encoder: str = typer.Option("random", help="random, a student.safetensors from pocus distill, or a "
                                 "model.safetensors of the same task (e.g. from pocus kd) to start from."),
-    architecture: str | None = typer.Option(None, help="Encoder architecture, a timm name: resnet50, resnet18, "
-                                            "mobilenetv3_large_100, mobilenetv3_small_100, efficientnet_b0 [the "
-                                            "--encoder card's, else resnet50]."),
-    decoder_channels: str | None = typer.Option(None, help="seg: U-Net decoder widths, five, deepest first, or auto "
-                                                "[auto: 256,128,64,32,16 for ResNets, 48,32,24,16,8 for phone-class]."),
+    architecture: str | None = typer.Option(None, metavar="NAME", help=f"Encoder architecture, a timm name: "
+                                            f"{ARCHITECTURE_NAMES} [default: the --encoder card's, else resnet50]."),
+    decoder_channels: str | None = typer.Option(None, metavar="WIDTHS|auto", help="seg: U-Net decoder widths, "
+                                                "four or five, deepest first (four: the head runs at 1/2 resolution), "
+                                                "or auto [default: auto: 256,128,64,32,16 for ResNets, 48,32,24,16,8 "
+                                                "for phone-class]."),
     backbone_weights: str | None = typer.Option(None, help="ViT-LoRA teacher (--architecture vit_base_patch16_dinov3"
                                                 ", a frozen DINOv3/DINOv2 ViT): its local weights file (.safetensors "
                                                 "or Meta's .pth), or random for smoke tests."),
-    lora_rank: int | None = typer.Option(None, help="ViT-LoRA: adapter rank on q and v of every block [8]."),
-    lora_alpha: float | None = typer.Option(None, help="ViT-LoRA: adapter alpha (scaling alpha/rank) [2 x rank]."),
+    lora_rank: int | None = typer.Option(None, help="ViT-LoRA: adapter rank on q and v of every block [default: 8]."),
+    lora_alpha: float | None = typer.Option(None, help="ViT-LoRA: adapter alpha (scaling alpha/rank) "
+                                            "[default: 2 x rank]."),
     linear_probe: bool = typer.Option(False, "--linear-probe", help="Freeze the encoder; train only the head."),
     label_fraction: float = typer.Option(1.0, help="Share of the training split used (0 < F <= 1)."),
     epochs: int = typer.Option(20, help="Epochs."),
     image_size: int = typer.Option(256, help="Input size, multiple of 32."),
     batch_size: int = typer.Option(16, help="Batch size."),
-    lr: float | None = typer.Option(None, help="AdamW learning rate [3e-4; 1e-3 for the linear probe; 5e-3 for "
-                                    "ViT-LoRA]."),
+    lr: float | None = typer.Option(None, help="AdamW learning rate [default: 3e-4; 1e-3 for the linear probe; "
+                                    "5e-3 for ViT-LoRA]."),
     max_steps_per_epoch: int = typer.Option(0, help="Cap optimizer steps per epoch (0 = full epochs)."),
     seed: int = typer.Option(0, help="Seed for splits, init and augmentation."),
-    split_seed: int | None = typer.Option(None, help="Seed of the train/val/test split and label subset only [--seed]"
-                                          "; fix it to compare training seeds on one test set."),
+    split_seed: int | None = typer.Option(None, help="Seed of the train/val/test split and label subset only; fix it "
+                                          "to compare training seeds on one test set [default: --seed]."),
     threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
     quiet: bool = quiet_option(),
     verbose: bool = verbose_option(),
     json_out: Path | None = json_option("metrics.json's content"),
 ) -> None:
     """Fine-tune or linearly probe a U-Net / classifier on labelled ultrasound; writes an exportable checkpoint."""
-    from .train import TASK_NAMES, FinetuneConfig, run_finetune
+    from .train import FinetuneConfig, run_finetune
 
-    if task not in TASK_NAMES:
-        raise PocusError(f"task {task!r}: use seg or cls")
+    task_name = task_argument(task)
     _setup_logging(quiet, verbose)
-    cfg = FinetuneConfig(task=TASK_NAMES[task], data=str(data), out=str(out), encoder=encoder,
+    cfg = FinetuneConfig(task=task_name, data=str(data), out=str(out), encoder=encoder,
                          architecture=architecture, linear_probe=linear_probe,
                          decoder_channels=_decoder_list(decoder_channels), label_fraction=label_fraction,
                          epochs=epochs, image_size=image_size, batch_size=batch_size, lr=lr, seed=seed,
@@ -96,7 +101,7 @@ def qat(
     batch_size: int = typer.Option(8, help="Batch size."),
     lr: float = typer.Option(5e-5, help="AdamW learning rate (cosine decay)."),
     max_steps_per_epoch: int = typer.Option(0, help="Cap optimizer steps per epoch (0 = full epochs)."),
-    seed: int | None = typer.Option(None, "--split-seed", "--seed", help="Split seed [the fine-tune's, from "
+    seed: int | None = typer.Option(None, "--split-seed", "--seed", help="Split seed [default: the fine-tune's, from "
                                     "config.yaml beside CHECKPOINT] (--seed is the earlier name)."),
     threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
     quiet: bool = quiet_option(),
@@ -164,36 +169,35 @@ def eval_cmd(
 def sweep(
     task: str = typer.Argument(..., help="seg or cls."),
     data: Path = typer.Option(..., "--data", help="Labelled folder."),
-    encoder: list[str] = typer.Option(["random"], "--encoder", help="random or NAME=student.safetensors "
-                                      "(repeatable)."),
+    encoder: list[str] = typer.Option(["random"], "--encoder", metavar="random|NAME=FILE", help="random or "
+                                      "NAME=student.safetensors (repeatable)."),
     fractions: str = typer.Option("0.05,0.1,0.2,0.5,1", help="Label fractions, comma-separated."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for runs/, sweep.json and sweep.md."),
     epochs: int = typer.Option(20, help="Epochs per run."),
     image_size: int = typer.Option(256, help="Input size."),
     batch_size: int = typer.Option(16, help="Batch size."),
     max_steps_per_epoch: int = typer.Option(0, help="Cap optimizer steps per epoch (0 = full)."),
-    linear_probe: bool = typer.Option(False, "--linear-probe"),
-    threads: int = typer.Option(0, help="torch CPU threads."),
+    linear_probe: bool = typer.Option(False, "--linear-probe", help="Freeze the encoders; train only the heads."),
+    threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
 ) -> None:
     """Label fractions x initialisations -> a Table-3-style Markdown + JSON table of test metrics."""
     from .sweep import parse_encoders, run_sweep
-    from .train import TASK_NAMES, FinetuneConfig
+    from .train import FinetuneConfig
 
-    if task not in TASK_NAMES:
-        raise PocusError(f"task {task!r}: use seg or cls")
+    task_name = task_argument(task)
     try:
         fraction_list = [float(f) for f in fractions.split(",") if f.strip()]
     except ValueError:
-        raise PocusError(f"--fractions {fractions!r}: expected numbers such as 0.05,0.1,1")
+        raise ConfigError(f"--fractions {fractions!r}: expected numbers such as 0.05,0.1,1")
     if not fraction_list:
-        raise PocusError(f"--fractions {fractions!r}: give at least one label fraction, e.g. 0.1,1")
+        raise ConfigError(f"--fractions {fractions!r}: give at least one label fraction, e.g. 0.1,1")
     for fraction in fraction_list:
         check("label_fraction", fraction, "--fractions")
     # every cell is a finetune run: check its settings now, not after the first cells have trained
-    FinetuneConfig(task=TASK_NAMES[task], data=str(data), out=str(out), epochs=epochs, image_size=image_size,
+    FinetuneConfig(task=task_name, data=str(data), out=str(out), epochs=epochs, image_size=image_size,
                    batch_size=batch_size, threads=threads, max_steps_per_epoch=max_steps_per_epoch).validate()
     _setup_logging(True)
-    result = run_sweep(TASK_NAMES[task], str(data), parse_encoders(encoder), fraction_list, out, epochs=epochs,
+    result = run_sweep(task_name, str(data), parse_encoders(encoder), fraction_list, out, epochs=epochs,
                        image_size=image_size, batch_size=batch_size, max_steps_per_epoch=max_steps_per_epoch,
                        linear_probe=linear_probe, threads=threads)
     from .sweep import sweep_table
@@ -202,8 +206,10 @@ def sweep(
 
 
 def embed_plot_cmd(
-    encoder: list[str] = typer.Option(..., "--encoder", help="random or a student.safetensors (repeatable)."),
-    data: list[Path] = typer.Option(..., "--data", help="Dataset folders, one colour each (repeatable)."),
+    encoder: list[str] = typer.Option(..., "--encoder", metavar="random|FILE", help="random or a "
+                                      "student.safetensors (repeatable)."),
+    data: list[Path] = typer.Option(..., "--data", metavar="DIR", help="Dataset folders, one colour each "
+                                    "(repeatable)."),
     out: Path = typer.Option(Path("embeddings.png"), "--out", "-o", help="PNG to write."),
     per_dataset: int = typer.Option(100, help="Frames per dataset."),
     image_size: int = typer.Option(224, help="Input size."),
@@ -214,6 +220,6 @@ def embed_plot_cmd(
     check("per_dataset", per_dataset)
     check("image_size", image_size)
     if out.is_dir():
-        raise PocusError(f"--out {out}: is a folder; embed-plot writes one PNG file, e.g. --out embeddings.png")
+        raise ConfigError(f"--out {out}: is a folder; embed-plot writes one PNG file, e.g. --out embeddings.png")
     counts = embed_plot(encoder, data, out, per_dataset, image_size)
     console.print(f"wrote {out}: {counts}", highlight=False)
