@@ -49,11 +49,24 @@ def images() -> list[Path]:
     for sub, pattern in (("busi/images", "benign_00*.png"), ("hc18/images", "hc_00*.png")):
         found += sorted((data / sub).glob(pattern))[:1]
     if found:
-        return found
+        return found + [colour_frame(Path(sys.argv[1]))]
     from pocus_edge.data.phantoms import write_phantom_dataset
 
     folder = write_phantom_dataset(Path(sys.argv[1]) / "phantoms", 2, size=(150, 210), seed=4)
-    return sorted((folder / "images").glob("*.png"))
+    return sorted((folder / "images").glob("*.png")) + [colour_frame(Path(sys.argv[1]))]
+
+
+def colour_frame(out: Path) -> Path:
+    """An RGB PNG whose channels differ (a Doppler-like overlay): gray comes from BT.601 luma in whole numbers, so
+    the JVM must round exactly as the runtime does (BUSI's RGB files have equal channels and would not show it)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(11)
+    rgb = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    path = out / "colour.png"
+    out.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(rgb, "RGB").save(path)
+    return path
 
 
 def smooth_field(shape: tuple[int, ...], seed: int, gain: float = 3.0) -> np.ndarray:

@@ -91,7 +91,8 @@ def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     calib = write_phantom_dataset(out / "phantoms", 24, size=(64, 64), seed=3)
     write_case(out, "onnx_fp32_seg", "segmentation", "onnx", "fp32", calib)
-    write_case(out, "tflite_int8_nhwc_seg", "segmentation", "tflite", "int8", calib, nhwc=True)
+    write_case(out, "tflite_int8_nhwc_seg", "segmentation", "tflite", "int8", calib, nhwc=True,
+               mixed_precision=False)  # the self-test, not the float-layer search (it would halve the frames)
     write_case(out, "onnx_fp32_cls", "classification", "onnx", "fp32", calib)
     print(f"wrote 3 self-test golden cases to {out}")
 

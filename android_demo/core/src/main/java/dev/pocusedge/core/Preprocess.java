@@ -27,12 +27,15 @@ public final class Preprocess {
         return new Gray(height, width, p);
     }
 
-    /** ARGB ints (Android Bitmap.getPixels layout) -> Gray by BT.601 luma, alpha ignored. */
+    /**
+     * ARGB ints (Android Bitmap.getPixels layout) -> Gray by BT.601 luma in whole numbers, alpha ignored:
+     * (299 R + 587 G + 114 B + 500) / 1000, then / 255, exactly as the runtime and training decode (data/dicom.py luma_uint8).
+     */
     public static Gray fromArgb(int[] argb, int height, int width) {
         float[] p = new float[argb.length];
         for (int k = 0; k < p.length; k++) {
-            float r = ((argb[k] >> 16) & 0xFF) / 255.0f, g = ((argb[k] >> 8) & 0xFF) / 255.0f, b = (argb[k] & 0xFF) / 255.0f;
-            p[k] = Math.min(1.0f, Math.max(0.0f, r * 0.299f + g * 0.587f + b * 0.114f));
+            int r = (argb[k] >> 16) & 0xFF, g = (argb[k] >> 8) & 0xFF, b = argb[k] & 0xFF;
+            p[k] = ((299 * r + 587 * g + 114 * b + 500) / 1000) / 255.0f;
         }
         return new Gray(height, width, p);
     }
