@@ -135,10 +135,11 @@ def test_parity_uses_the_given_threshold_and_refuses_none():
     ref = np.full((2, 1, 4, 4), _logit(0.6), np.float32)
     out = ref.copy()
     out[1] = _logit(0.4)
-    assert compare("segmentation", ref, out, 0.5)["dice_mean"] == 0.5  # frame 1: full mask vs empty
-    assert compare("segmentation", ref, out, 0.7)["dice_mean"] == 1.0  # both empty at the model's 0.7
+    post = postprocessing_for("segmentation", ["background", "lesion"], 0.5)  # the block parity takes (export M)
+    assert compare("segmentation", ref, out, post)["dice_mean"] == 0.5  # frame 1: full mask vs empty
+    assert compare("segmentation", ref, out, {**post, "threshold": 0.7})["dice_mean"] == 1.0  # both empty at 0.7
     with pytest.raises(ConfigError, match="postprocessing threshold None"):
-        compare("segmentation", ref, out, None)
+        compare("segmentation", ref, out, {**post, "threshold": None})
 
 
 # --- evaluation reads the model's post-processing ---------------------------------------------------------------

@@ -32,10 +32,14 @@ def checkpoint(tmp_path_factory, phantom_dir):
 
 
 def test_qat_checkpoint_says_qat_and_exports_to_int8_onnx_with_agreement(checkpoint, phantom_dir, tmp_path,
-                                                                         capfd):
+                                                                         capfd, monkeypatch):
     from pocus_edge.cli import _run, app
+    from pocus_edge.distill import progress
     from pocus_edge.export import export
 
+    steps = []  # the bar a user sees without --quiet: one update per optimizer step (old: log lines only)
+    monkeypatch.setattr(progress.TrainProgress, "update", lambda self, step, loss, ips, label=None:
+                        steps.append((step, label)))
     out = tmp_path / "qat"
     _run(app, ["qat", str(checkpoint.parent), "--data", str(phantom_dir), "--out", str(out), "--epochs", "1",
                "--max-steps-per-epoch", "2", "--threads", "1", "--quiet"])
@@ -54,6 +58,7 @@ def test_qat_checkpoint_says_qat_and_exports_to_int8_onnx_with_agreement(checkpo
         row = metrics["test"][when]
         assert 0 <= row["int8_agreement_dice_mean"] <= 1 and {"float", "int8_simulated"} <= set(row)
     assert metrics["history"][0]["epoch"] == 1
+    assert [s for s, _ in steps] == [1, 2] and steps[0][1] == "qat epoch 1/1"
     report = (out / "qat_report.md").read_text()
     assert "| before QAT |" in report and "| after QAT |" in report
     manifest = export(str(out / "model.safetensors"), "onnx", "int8", tmp_path / "bundle", calib_data=phantom_dir,

@@ -57,7 +57,7 @@ def bench_parity(bundles: list[Path], reference: Path, data: Path, split: str = 
         change = finite_or_none(gt[key] - reference_gt[key])
         rows.append(ParityRow(bundle=str(bundle), target=m["target"], precision=m["precision"],
                               backend=predictor.backend.name, images=len(samples), split=split,
-                              agreement=_finite(compare(spec.task, ref_out, out, spec.threshold)),
+                              agreement=_finite(compare(spec.task, ref_out, out, post, m["postprocessing"])),
                               ground_truth=gt, reference_ground_truth=reference_gt, **{f"{key}_change": change}))
     return rows
 

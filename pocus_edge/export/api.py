@@ -15,13 +15,14 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..distill.progress import StageProgress, progress_enabled
+from ..distill.progress import progress_enabled
 from ..errors import ConfigError
 from ..runtime.measure import parse_measurements
 from ..runtime.postprocess import postprocessing_for as postprocess_block
 from .base import ExportConfig, ExportError, ExportRequest, version_of
 from .bundle import discard, hash_files, make_workdir, now_iso, publish, write_manifest
 from .parity import compare, judge, reference_outputs, thresholds_for
+from .progress import ExportProgress
 from .quantize_calib import frames_for, write_frame_record
 from .quantize_mixed import searches, split_held_out
 from .record import pop_record_options, trace_lineage, write_record
@@ -32,6 +33,7 @@ from .upsample_fold import fold_decoder_upsampling
 from .wrappers import fold_raw_input
 
 log = logging.getLogger(__name__)
+PARITY_CHUNK = 8  # parity frames per PyTorch / runtime call
 
 
 def preprocessing_for(spec, raw_input: bool) -> dict[str, Any]:
@@ -115,11 +117,7 @@ def export_config(config: ExportConfig) -> dict[str, Any]:
     search_set = None
     if TARGETS[target].calibrates(precision, options) and searches(options):  # choose on one part, judge on the other
         search_set, parity_set = split_held_out(parity_set)
-    if parity_thresholds:
-        try:
-            thresholds_for(spec.task, precision, parity_thresholds)
-        except KeyError as exc:
-            raise ConfigError(f"--parity-threshold: {exc.args[0]}")
+    thresholds = thresholds_for(spec.task, precision, parity_thresholds)  # ConfigError before anything is built
     out = Path(c.out) if c.out else Path(f"{spec.name}-{target}-{precision}")
     convertible = fold_raw_input(net, spec.mean, spec.std, spec.image_size) if raw else net
     folded_blocks = 0
@@ -128,12 +126,12 @@ def export_config(config: ExportConfig) -> dict[str, Any]:
     request = ExportRequest(model=convertible, spec=spec, precision=precision, image_size=spec.image_size,
                             raw_input=raw, dynamic_batch=dynamic_batch, calibration=calibration, preprocessing=pre,
                             options=options, parity_images=search_set or parity_set,
-                            parity_thresholds=thresholds_for(spec.task, precision, parity_thresholds))
+                            parity_thresholds=thresholds)
     workdir = make_workdir(out, c.overwrite)
-    stages = StageProgress(f"export {target} {precision}", progress_enabled(log))  # stage names, elapsed times
+    stages = ExportProgress(f"export {target} {precision}", progress_enabled(log))  # stages, items with ETA
+    request.progress = stages  # the target's calibration, search and int8 conversion report their own stages
     try:
-        stages.begin(f"calibrate on {len(calibration.images)} frames + convert" if calibration is not None
-                     else "convert")
+        stages.begin("convert")
         result = module.convert(request, workdir)
         result.inputs[0].setdefault("value_range", value_range(pre))
         result.target_options["decoder_upsample_folded_blocks"] = folded_blocks
@@ -146,9 +144,10 @@ def export_config(config: ExportConfig) -> dict[str, Any]:
                                                          search_set))
         manifest["files"] = hash_files(workdir, [result.model_file, *result.extra_files])
         write_manifest(workdir, manifest)
-        stages.begin(f"parity on {len(parity_set.images)} frames" if parity and not result.parity_skip_reason
-                     else "parity skipped")
-        report = _parity(net, spec, precision, workdir, parity_set, result, parity, parity_thresholds, pre)
+        checks = parity and not result.parity_skip_reason
+        stages.stage(f"parity on {len(parity_set.images)} frames" if checks else "parity skipped",
+                     len(parity_set.images) if checks else None)
+        report = _parity(net, spec, precision, workdir, parity_set, result, parity, parity_thresholds, pre, stages)
         from ..io import atomic_write_json
 
         atomic_write_json(workdir / "parity.json", report)
@@ -208,7 +207,8 @@ def _manifest(spec, target, precision, result, pre, flops, model_arg) -> dict[st
     }
 
 
-def _parity(net, spec, precision, workdir, images, result, enabled, overrides, pre) -> dict[str, Any]:
+def _parity(net, spec, precision, workdir, images, result, enabled, overrides, pre,
+            progress: ExportProgress) -> dict[str, Any]:
     base = {"reference": "pytorch fp32", "data": images.origin, "images": len(images.images),
             "thresholds": thresholds_for(spec.task, precision, overrides)}
     if not enabled:
@@ -218,9 +218,14 @@ def _parity(net, spec, precision, workdir, images, result, enabled, overrides, p
     from ..runtime import load
 
     predictor = load(workdir, backend=result.target_options.get("parity_backend"))
-    ref = reference_outputs(net, images.images, pre)
-    out = predictor.raw_outputs(images.images)
-    metrics = compare(spec.task, ref, out, spec.threshold)
+    refs, outs = [], []
+    for start in range(0, len(images.images), PARITY_CHUNK):  # a chunk at a time: the stage counts frames
+        chunk = images.images[start:start + PARITY_CHUNK]
+        refs.append(reference_outputs(net, chunk, pre))
+        outs.append(predictor.raw_outputs(chunk))
+        progress.advance(len(chunk))
+    post = postprocessing_for(spec)  # the card's block for PyTorch; the bundle's own for its outputs
+    metrics = compare(spec.task, np.concatenate(refs), np.concatenate(outs), post, result.postprocessing or post)
     failures = judge(metrics, base["thresholds"])
     return {**base, "status": "failed" if failures else "passed", "backend": predictor.backend.name,
             "metrics": metrics, "failures": failures, "versions": {"onnxruntime": version_of("onnxruntime"),

@@ -82,6 +82,7 @@ class ExportRequest:
     options: dict[str, Any] = field(default_factory=dict)
     parity_images: ImageSet | None = None  # held-out frames: int8 searches its float layers on them
     parity_thresholds: dict[str, list] | None = None  # {metric: [direction, value]} the bundle must meet
+    progress: Any = None  # progress.ExportProgress: stages and item counts (calibration, search); None: silent
 
     @property
     def output_meaning(self) -> str:

@@ -21,6 +21,7 @@ as skipped with that reason, never as passed. On macOS parity runs through the C
 from __future__ import annotations
 
 import json
+import logging
 import platform
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ GRAYSCALE = 10  # ImageFeatureType.ColorSpace.GRAYSCALE in the Core ML spec
 W8A8_TARGET = "iOS17"  # MIL quantize/dequantize of activations need iOS 17 / macOS 14
 NEVER = 2**31  # a LinearQuantizer milestone that is never reached
 WEIGHT_OPS = ("constexpr_affine_dequantize", "constexpr_blockwise_shift_scale")
+CLASSIFIER_POST = {"activation": "none", "threshold": None, "mask_resize": "none"}  # softmax inside the model
+log = logging.getLogger(__name__)
 
 
 def check_available() -> None:
@@ -61,10 +64,12 @@ def _w8a8(request: ExportRequest) -> tuple[torch.nn.Module, int]:
         ModuleLinearQuantizerConfig,
     )
 
+    from .progress import progress_of
     from .quantize import calibration_batches
 
     s = request.image_size
     example = torch.zeros(1, 1, s, s)
+    batches = calibration_batches(request)
     config = LinearQuantizerConfig(global_config=ModuleLinearQuantizerConfig(
         quantization_scheme="symmetric", activation_observer="min_max", weight_per_channel=True,
         milestones=[0, NEVER, NEVER, 0]))
@@ -72,12 +77,13 @@ def _w8a8(request: ExportRequest) -> tuple[torch.nn.Module, int]:
     prepared = quantizer.prepare(example_inputs=(example,), inplace=False)
     quantizer.step()  # step 0: observers on and BatchNorm frozen; fake quantisation stays off (a calibration pass)
     prepared.eval()
-    frames = 0
+    progress = progress_of(request)
+    progress.stage(f"calibrate on {len(batches)} frames", len(batches))
     with torch.no_grad():
-        for batch in calibration_batches(request):
+        for batch in progress.each(batches):
             prepared(torch.from_numpy(batch))
-            frames += 1
-    return static_shapes(quantizer.finalize(inplace=False).eval(), example), frames
+    progress.stage("convert")
+    return static_shapes(quantizer.finalize(inplace=False).eval(), example), len(batches)
 
 
 def static_shapes(graph: torch.fx.GraphModule, example: torch.Tensor) -> torch.fx.GraphModule:
@@ -132,14 +138,50 @@ def _compress(mlmodel, request: ExportRequest) -> dict[str, Any]:
     if request.options.get("activations") == "int8":  # LinearQuantizer's graph carries its int8 weights
         return {"model": mlmodel, "weights": "int8 linear symmetric (per-channel)"}
     if request.precision == "int8":
-        config = cto.OptimizationConfig(global_config=cto.OpLinearQuantizerConfig(mode="linear_symmetric",
-                                                                                  dtype="int8"))
-        return {"model": cto.linear_quantize_weights(mlmodel, config=config),
-                "weights": "int8 linear symmetric (per-channel)"}
+        config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8")
+        warn_zero_scale(request.model, config.weight_threshold)
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0/0 of a zero scale: ours says it (warn_zero_scale)
+            quantized = cto.linear_quantize_weights(mlmodel, config=cto.OptimizationConfig(global_config=config))
+        return {"model": quantized, "weights": "int8 linear symmetric (per-channel)"}
     if bits is not None:
         config = cto.OptimizationConfig(global_config=cto.OpPalettizerConfig(nbits=int(bits), mode="kmeans"))
         return {"model": cto.palettize_weights(mlmodel, config=config), "weights": f"{bits}-bit k-means palette"}
     return {"model": mlmodel, "weights": "float"}
+
+
+def zero_scale_channels(model: torch.nn.Module, min_size: int = 0) -> dict[str, list[int]]:
+    """{layer (module path): output channels whose weights are all zero} over the convolution/linear layers with
+    more than `min_size` weights (what coremltools quantises): per-channel symmetric int8 gives them scale 0."""
+    found = {}
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if not isinstance(module, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)) or weight is None:
+            continue
+        if weight.numel() <= min_size:
+            continue
+        axis = 1 if isinstance(module, torch.nn.ConvTranspose2d) else 0  # output channels
+        peak = weight.detach().abs().transpose(0, axis).reshape(weight.shape[axis], -1).amax(dim=1)
+        dead = [int(c) for c in torch.nonzero(peak == 0).flatten()]
+        if dead:
+            found[name] = dead
+    return found
+
+
+def warn_zero_scale(model: torch.nn.Module, min_size: int) -> None:
+    """Our warning for channels Core ML int8 quantises with a zero scale (coremltools divides 0 by 0 for them)."""
+    found = zero_scale_channels(model, min_size)
+    if not found:
+        return
+    layers = "; ".join(f"{name} ({len(ch)} of {_out_channels(model.get_submodule(name))} output channels: "
+                       f"{', '.join(map(str, ch[:8]))}{', ...' if len(ch) > 8 else ''})" for name, ch in found.items())
+    log.warning("Core ML int8: %d layer(s) have output channels whose weights are all zero, so their int8 scale is 0: "
+                "%s. Those channels compute 0 in int8 as in float (their bias, if any, stays), so the outputs are "
+                "unchanged, but the channels are dead weight: prune them from the model, or export --precision fp16 "
+                "if a Core ML tool refuses the zero scales", len(found), layers)
+
+
+def _out_channels(module: torch.nn.Module) -> int:
+    return int(module.weight.shape[1 if isinstance(module, torch.nn.ConvTranspose2d) else 0])
 
 
 def _describe(mlmodel, request: ExportRequest) -> None:
@@ -233,29 +275,28 @@ def convert(request: ExportRequest, workdir: Path) -> TargetResult:
                         "minimum_deployment_target": W8A8_TARGET if w8a8 else "iOS16",
                         "palettize": request.options.get("palettize"), **options},
         parity_skip_reason=skip,
-        postprocessing={"activation": "none", "threshold": None, "mask_resize": "none"} if is_cls else None,
+        postprocessing=CLASSIFIER_POST if is_cls else None,
         tool_versions={"coremltools": version_of("coremltools")},
     )
 
 
 def _simulated(request: ExportRequest, quantized: torch.nn.Module) -> dict[str, Any]:
     """The PyTorch W8A8 graph against the float model on the parity frames: what the quantisation costs before
-    Core ML runs it (not parity: Core ML's own kernels are checked only on macOS)."""
+    Core ML runs it (not parity: Core ML's own kernels are checked only on macOS). Both take raw 8-bit pixels (the
+    raw-input fold), not the normalised frames models.inference.frame_outputs prepares: torch_outputs runs them."""
+    from ..models.inference import torch_outputs
     from ..runtime.preprocess import normalized_chw
     from .parity import compare
-    from .quantize import PRIMARY
+    from .quantize import PRIMARY, postprocessing
 
     images = request.parity_images.images if request.parity_images is not None else []
     frames = [normalized_chw(im, request.preprocessing)[None] for im in images]
     if not frames:
         return {"status": "skipped", "reason": "no parity frames"}
-    model = _task_module(request)
-    with torch.no_grad():
-        x = torch.from_numpy(np.concatenate(frames))
-        ref, out = model(x).numpy(), quantized(x).numpy()
-    if request.spec.task == "classification":  # the Core ML model ends in a softmax; compare() takes logits
-        ref, out = np.log(np.clip(ref, 1e-12, None)), np.log(np.clip(out, 1e-12, None))
+    x = np.concatenate(frames)
+    ref, out = torch_outputs(_task_module(request), x), torch_outputs(quantized, x)
+    post = CLASSIFIER_POST if request.spec.task == "classification" else postprocessing(request)
     metric = PRIMARY[request.spec.task]
-    value = compare(request.spec.task, ref, out, request.spec.threshold)[metric]
+    value = compare(request.spec.task, ref, out, post)[metric]
     return {"frames": len(frames), metric: round(float(value), 6),
             "note": "PyTorch reference-quantized graph vs the float model, not Core ML"}

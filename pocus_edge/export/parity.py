@@ -2,6 +2,8 @@
 
 Segmentation: per-image mask Dice agreement (both masks empty counts as 1) and mean |Δprob|.
 Classification: top-1 agreement and max |Δprob|. Embedding: cosine similarity (min and mean).
+Probabilities and masks come from the model's postprocessing block (the manifest's, or `postprocessing_for` its
+card): the activation and threshold the runtime applies, never guessed from the channel count.
 Thresholds depend on the precision and can be overridden; failing them fails the export, and so does any
 NaN/inf in either model's outputs (a comparison with NaN is always False and would otherwise pass).
 """
@@ -16,7 +18,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..models.inference import frame_outputs
-from ..runtime.postprocess import activate, mask_dice, softmax, to_mask
+from ..runtime.postprocess import activate, mask_dice, to_mask
 from .base import ExportError
 
 # metric -> (direction, fp32, fp16, int8); "min": value must be >= threshold, "max": value must be <= threshold
@@ -34,7 +36,8 @@ def thresholds_for(task: str, precision: str, overrides: dict[str, float] | None
     table = {m: [row[0], row[PRECISION_COLUMN[precision]]] for m, row in DEFAULT_THRESHOLDS[task].items()}
     for key, value in (overrides or {}).items():
         if key not in table:
-            raise KeyError(f"unknown parity metric {key!r} for {task}; choose from {', '.join(table)}")
+            raise ConfigError(f"--parity-threshold {key}={value}: no parity metric {key!r} for a {task} model; "
+                              f"choose from {', '.join(table)}")
         if not math.isfinite(float(value)):
             raise ConfigError(f"--parity-threshold {key}={value}: a threshold must be a finite number")
         table[key][1] = float(value)
@@ -46,25 +49,30 @@ def reference_outputs(model: nn.Module, images: list[np.ndarray], preprocessing:
     return frame_outputs(model, images, preprocessing, batch_size=8)
 
 
-def compare(task: str, ref: np.ndarray, out: np.ndarray, threshold: float | None) -> dict[str, float]:
-    """Parity metrics between reference and exported outputs (N x ... each); non-finite outputs are an error."""
+def compare(task: str, ref: np.ndarray, out: np.ndarray, post: dict[str, Any],
+            out_post: dict[str, Any] | None = None) -> dict[str, float]:
+    """Parity metrics between reference and exported outputs (N x ... each); non-finite outputs are an error.
+
+    `post`: the model's postprocessing block (activation, threshold; runtime/postprocess.py). `out_post`: the
+    exported model's own block where its outputs mean something else (a Core ML classifier returns probabilities:
+    activation none); default `post`."""
     if ref.shape != out.shape:
         raise ExportError(f"parity: the exported model's output shape {tuple(out.shape)} differs from PyTorch's "
                           f"{tuple(ref.shape)}; the bundle was not exported from this checkpoint (bench parity: pass "
                           "the --reference it came from) or the conversion changed the graph: re-export it")
     check_finite(ref, "the PyTorch fp32 reference")
     check_finite(out, "the exported model")
+    out_post = out_post or post
     if task == "segmentation":  # masks at model resolution, by the runtime's rules (runtime/postprocess.py)
-        activation = "sigmoid" if ref.shape[1] == 1 else "softmax"
-        pr, po = activate(ref, activation, axis=1), activate(out, activation, axis=1)
-        mr, mo = to_mask(pr, threshold, axis=1), to_mask(po, threshold, axis=1)
+        pr, po = activate(ref, post["activation"], axis=1), activate(out, out_post["activation"], axis=1)
+        mr, mo = to_mask(pr, post.get("threshold"), axis=1), to_mask(po, out_post.get("threshold"), axis=1)
         dices = [mask_dice(mr[i], mo[i], ref.shape[1]) for i in range(len(ref))]  # multi-class: foreground mean
         diff = np.abs(pr - po)
         return {"dice_mean": float(np.mean(dices)), "dice_min": float(np.min(dices)),
                 "prob_abs_diff_mean": float(diff.mean()), "prob_abs_diff_max": float(diff.max()),
                 "foreground_fraction_reference": float(np.mean(mr > 0))}
     if task == "classification":
-        pr, po = softmax(ref, axis=1), softmax(out, axis=1)
+        pr, po = activate(ref, post["activation"], axis=1), activate(out, out_post["activation"], axis=1)
         return {"top1_agreement": float(np.mean(pr.argmax(1) == po.argmax(1))),
                 "prob_abs_diff_max": float(np.abs(pr - po).max()),
                 "prob_abs_diff_mean": float(np.abs(pr - po).mean())}

@@ -68,12 +68,13 @@ class Int8Job:
     prepared: Path
     scratch: Path
     task: str
-    threshold: float | None
+    post: dict[str, Any]  # the model's postprocessing block: activation and threshold for the agreement
     symmetric: bool
     eval_frames: list[np.ndarray]
     thresholds: dict[str, list]
     rule_float: list[str]
     caches: dict[str, Path] = field(default_factory=dict)
+    progress: Any = None  # progress.ExportProgress (None: silent)
     _full: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -115,12 +116,19 @@ class Int8Job:
         frames = self.eval_frames[:count] if count else self.eval_frames
         out = run(model, frames)[0]
         ref = self.reference[:len(frames)]
-        return {**compare(self.task, ref, out, self.threshold), "output_sqnr_db": sqnr_db(ref, out)}
+        return {**compare(self.task, ref, out, self.post), "output_sqnr_db": sqnr_db(ref, out)}
 
     def passes(self, metrics: dict[str, float]) -> bool:
         from .parity import judge
 
         return not judge(metrics, self.thresholds)
+
+
+def postprocessing(request: ExportRequest) -> dict[str, Any]:
+    """The model's postprocessing block (its card's activation and threshold): what int8 agreement is judged by."""
+    from ..runtime.postprocess import postprocessing_for
+
+    return postprocessing_for(request.spec.task, request.spec.labels, request.spec.threshold)
 
 
 def _settings(request: ExportRequest, n_layers_hint: int | None = None) -> dict[str, Any]:
@@ -156,7 +164,8 @@ def quantize_onnx_static(src: Path, dst: Path, request: ExportRequest, symmetric
     require("onnxruntime")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .quantize_calib import calibrate, save_cache
+    from .progress import progress_of
+    from .quantize_calib import calibrate, passes, save_cache
 
     method = request.options.get("calibration_method", "minmax")
     if method not in CALIBRATION_METHODS:
@@ -173,19 +182,24 @@ def quantize_onnx_static(src: Path, dst: Path, request: ExportRequest, symmetric
             log.warning("onnxruntime quant_pre_process failed (%s); quantising the unoptimised graph", exc)
             shutil.copyfile(src, prepared)
         _copy_module_names(src, prepared)
-        job = Int8Job(prepared, scratch, request.spec.task, request.spec.threshold, symmetric_activations,
+        progress = progress_of(request)
+        job = Int8Job(prepared, scratch, request.spec.task, postprocessing(request), symmetric_activations,
                       list(_inputs(request, "parity")), _thresholds(request, settings["target"]),
-                      output_linear_layers(prepared))
+                      output_linear_layers(prepared), progress=progress)
         from .quantize_mixed import check_names, choose
 
         if settings["forced"]:
             check_names(job, settings["forced"])  # before the calibration passes
         methods = [m for m in CALIBRATION_METHODS if m != "auto"] if method == "auto" else [method]
-        ranges = calibrate(prepared, lambda: _inputs(request, "calibration"), methods)
+        frames, rounds = len(request.calibration.images), passes(methods)
+        progress.stage(f"calibrate on {frames} frames" + (f" ({rounds} passes)" if rounds > 1 else ""),
+                       frames * rounds)
+        ranges = calibrate(prepared, lambda: progress.each(_inputs(request, "calibration")), methods)
         job.caches = {m: save_cache(r, scratch / f"calib-{m}.json") for m, r in ranges.items()}
         chosen, options, extra = choose(job, method, settings, dst.parent)
         import onnx
 
+        progress.stage("write int8 model")
         onnx.save(chosen, str(dst))
         onnx.checker.check_model(str(dst))
     finally:

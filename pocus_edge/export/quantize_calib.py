@@ -73,6 +73,11 @@ def _calibrator(model: Path, method: str, tmp: str):
                              calibrate_method=kind, extra_options=extra)
 
 
+def passes(methods: list[str]) -> int:
+    """Passes `calibrate` makes over the frames for `methods`: minmax one, the histogram methods two (shared)."""
+    return int("minmax" in methods) + 2 * any(m in ("entropy", "percentile") for m in methods)
+
+
 def calibrate(model: Path, frames: Callable[[], Iterator[np.ndarray]], methods: list[str],
               chunk: int = CHUNK) -> dict[str, Any]:
     """{method: TensorsData} for `methods`, streaming `frames()` (model inputs, 1 x C x H x W) in chunks.

@@ -24,6 +24,7 @@ from typing import Any
 from ..errors import ConfigError
 from .base import ExportError
 from .data import ImageSet
+from .progress import progress_of
 
 LIMIT_FRACTION = 0.05  # --max-float-layers default: 5 % of the layers (at least 1)
 TIMED_RUNS = 5
@@ -95,7 +96,9 @@ def default_limit(n_layers: int) -> int:
 
 def pick_method(job) -> tuple[str, dict[str, Any]]:
     """`auto`: the calibration method whose full int8 model agrees best with fp32 on the held-out frames."""
-    scores = {m: job.score(job.full(m)) for m in job.caches}
+    progress = progress_of(job)
+    progress.stage(f"choose the calibration method ({len(job.caches)} tried)", len(job.caches))
+    scores = {m: job.score(job.full(m)) for m in progress.each(job.caches)}
     best = max(scores, key=lambda m: (scores[m][job.primary], scores[m]["output_sqnr_db"]))
     return best, {m: {job.primary: s[job.primary], "output_sqnr_db": s["output_sqnr_db"]} for m, s in scores.items()}
 
@@ -132,6 +135,7 @@ def choose(job, method: str, settings: dict[str, Any], workdir: Path) -> tuple[A
     if settings["explain"]:
         from .sensitivity import layer_sensitivity
 
+        progress_of(job).stage(f"sensitivity report ({len(job.layers)} layers)", len(job.layers))
         report = layer_sensitivity(job, method)
     floats: list[str] = []
     if settings["forced"]:
@@ -144,6 +148,7 @@ def choose(job, method: str, settings: dict[str, Any], workdir: Path) -> tuple[A
         options["mixed_precision"] = {"mode": "off" if not settings["mixed"] else "off: no held-out frames"}
     model = job.mixed(method, floats)
     if floats:
+        progress_of(job).stage("time full int8 and mixed", 2)
         options["mixed_precision"]["latency_ms"] = _latency(job, method, model)
         options["mixed_precision"]["mixed"] = _summary(job, job.score(model))
     options["float_layers"] = job.rule_float + floats
@@ -165,17 +170,24 @@ def _search(job, method: str, settings: dict[str, Any], report) -> tuple[list[st
     """Greedy float fallback in ranked order that keeps a layer only when it raises the search-part agreement;
     every try is recorded. Raises ExportError when the target cannot be met within the limit."""
     target = job.thresholds[job.primary][1]
+    limit = settings["limit"] if settings["limit"] is not None else default_limit(len(job.layers))
+    tries = min(len(job.layers), TRIES_PER_LAYER * limit)
+    progress = progress_of(job)
+    progress.stage(f"score full int8 on {len(job.eval_frames)} search frames")
     full = job.score(job.full(method))
     record: dict[str, Any] = {"mode": "automatic", "accuracy_target": {job.primary: target},
                               "frames": len(job.eval_frames), "full_int8": _summary(job, full)}
     if job.passes(full):
         record["result"] = "full int8 met the target"
         return [], record
-    limit = settings["limit"] if settings["limit"] is not None else default_limit(len(job.layers))
-    tries = min(len(job.layers), TRIES_PER_LAYER * limit)
     record.update(max_float_layers=limit, max_tries=tries, keep_rule=f"a layer stays in float only if it raises "
                   f"{job.primary} on the search frames")
-    order = [r["layer"] for r in report["layers"]] if report else rank_float_alone(job, method)
+    if report:
+        order = [r["layer"] for r in report["layers"]]
+    else:
+        progress.stage(f"rank the {len(job.layers)} layers for the search", len(job.layers))
+        order = rank_float_alone(job, method)
+    progress.stage(f"mixed-precision search (up to {tries} tries)", tries)
     floats: list[str] = []
     steps: list[dict[str, Any]] = []
     record["steps"] = steps
@@ -184,6 +196,7 @@ def _search(job, method: str, settings: dict[str, Any], report) -> tuple[list[st
         if len(floats) >= limit:
             break
         metrics = job.score(job.mixed(method, [*floats, layer]))
+        progress.advance()
         kept = metrics[job.primary] > current[job.primary]
         steps.append({"layer": layer, f"{job.primary}_before": round(current[job.primary], 6),
                       f"{job.primary}_after": round(metrics[job.primary], 6),
@@ -210,14 +223,15 @@ def rank_float_alone(job, method: str) -> list[str]:
     """Layers by the output SQNR reached when each alone stays in float (most helpful first)."""
     from .quantize import EXPLAIN_FRAMES
 
-    gains = {layer: job.score(job.mixed(method, [layer]), EXPLAIN_FRAMES)["output_sqnr_db"] for layer in job.layers}
+    gains = {layer: job.score(job.mixed(method, [layer]), EXPLAIN_FRAMES)["output_sqnr_db"]
+             for layer in progress_of(job).each(job.layers)}
     return sorted(job.layers, key=lambda n: -gains[n])
 
 
 def _latency(job, method: str, mixed) -> dict[str, Any]:
     """Median latency of full int8 and the mixed model: ONNX Runtime, or the job's own runtime (`job.timed`)."""
     result: dict[str, Any] = {"threads": THREADS, "runs": TIMED_RUNS, "statistic": "median"}
-    for name, model in (("full_int8", job.full(method)), ("mixed", mixed)):
+    for name, model in progress_of(job).each((("full_int8", job.full(method)), ("mixed", mixed))):
         result[name] = job.timed(model, name, THREADS, TIMED_RUNS) if hasattr(job, "timed") else \
             _onnx_latency(job, model, name)
     return result

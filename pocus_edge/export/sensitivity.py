@@ -25,12 +25,13 @@ DPI = 110
 
 def layer_sensitivity(job, method: str) -> dict[str, Any]:
     """The ranked per-layer table (see the module docstring)."""
+    from .progress import progress_of
     from .quantize import EXPLAIN_FRAMES
 
     start = time.perf_counter()
     frames = job.eval_frames[:EXPLAIN_FRAMES]
     rows = []
-    for layer in job.layers:
+    for layer in progress_of(job).each(job.layers):
         alone, activation = job.alone(method, layer, len(frames)) if hasattr(job, "alone") else \
             _onnx_alone(job, method, layer, len(frames))
         floated = job.score(job.mixed(method, [layer]), len(frames))
@@ -65,7 +66,7 @@ def _onnx_alone(job, method: str, layer: str, count: int) -> tuple[dict[str, flo
     quantize(job.prepared, alone, job.caches[method], method, job.symmetric, job.rule_float, only=[layer])
     probed, seen, probe = with_probe(onnx.load(str(alone)), job.fp32, layer)
     out, act, act_ref = run(probed, frames, outputs=[job.fp32.graph.output[0].name, seen, probe])
-    return {**compare(job.task, ref, out, job.threshold), "output_sqnr_db": sqnr_db(ref, out)}, sqnr_db(act_ref, act)
+    return {**compare(job.task, ref, out, job.post), "output_sqnr_db": sqnr_db(ref, out)}, sqnr_db(act_ref, act)
 
 
 def write_report(folder: Path, report: dict[str, Any]) -> list[str]:

@@ -170,7 +170,10 @@ def _convert_int8(module: torch.nn.Module, request: ExportRequest, path: Path) -
                             layout(calibration_batches(request)), layout(_inputs(request, "parity")))
         if settings["forced"]:
             check_names(job, settings["forced"])
+        job.progress.stage(f"calibrate on {len(job.calibration)} frames", len(job.calibration))
+        job.full(METHOD)  # the one calibration every candidate shares
         variant, options, extra = choose(job, METHOD, settings, path.parent)
+        job.progress.stage("convert the int8 model to .tflite")
         job.write(variant, path)
         producers = [m for m in getattr(variant.quantizer, "float_producers", []) if m not in variant.floats]
         if producers:  # they write the float tensors the float layers read (tflite_mixed.read_in_float)
@@ -215,9 +218,11 @@ def quantize_int8_float_io(src: Path, dst: Path, batches: list[np.ndarray]) -> N
 
 
 def _to_int8_float_io(src: Path, dst: Path, request: ExportRequest) -> None:
+    from .progress import progress_of
     from .quantize import calibration_batches
 
     batches = calibration_batches(request)
+    progress_of(request).stage(f"calibrate on {len(batches)} frames + quantise (ai-edge-quantizer)")
     if request.options.get("nhwc"):
         batches = [np.ascontiguousarray(b.transpose(0, 2, 3, 1)) for b in batches]
     quantize_int8_float_io(src, dst, batches)

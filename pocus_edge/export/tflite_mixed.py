@@ -99,6 +99,16 @@ def _writer(node: torch.fx.Node, steps: int = 3) -> str:
     return node.name
 
 
+def in_eval(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """`graph` (torch.export / PT2E) in eval mode for models.inference.torch_outputs: torchao's move to eval (the
+    dropout and BatchNorm ops) and the nn.Module flag, which an exported graph refuses to set through .eval()."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+
+    move_exported_model_to_eval(graph)
+    graph.training = False
+    return graph
+
+
 def _observers(prepared: torch.fx.GraphModule) -> dict[str, tuple[str, ...]]:
     """{observer module name: the graph tensors it watches}."""
     from torchao.quantization.pt2e.observer import ObserverBase
@@ -115,11 +125,13 @@ class TfliteInt8Job:
 
     def __init__(self, module: torch.nn.Module, example: torch.Tensor, request, thresholds: dict[str, list],
                  scratch: Path, calibration: list[np.ndarray], eval_frames: list[np.ndarray]) -> None:
-        from .quantize import PRIMARY
+        from .progress import progress_of
+        from .quantize import PRIMARY, postprocessing
 
         self.example, self.scratch, self.thresholds = example, scratch, thresholds
-        self.task, self.threshold, self.primary = request.spec.task, request.spec.threshold, PRIMARY[request.spec.task]
-        self.captured = torch.export.export(module, (example,)).module()
+        self.task, self.post, self.primary = request.spec.task, postprocessing(request), PRIMARY[request.spec.task]
+        self.progress = progress_of(request)
+        self.captured = in_eval(torch.export.export(module, (example,)).module())
         self.layers = layer_names(self.captured)
         self.rule_float: list[str] = []
         self.modules = {n: n for n in self.layers}
@@ -131,8 +143,10 @@ class TfliteInt8Job:
         self._full = None
 
     def _run(self, model, frames: list[np.ndarray]) -> np.ndarray:
-        with torch.no_grad():
-            return np.concatenate([model(torch.from_numpy(x)).float().numpy() for x in frames])
+        """`model` on prepared inputs (1 x C x S x S, or NHWC for --nhwc): not gray frames, so not frame_outputs."""
+        from ..models.inference import torch_outputs
+
+        return np.concatenate([torch_outputs(model, x) for x in frames])
 
     def _variant(self, float_layers: list[str], only: list[str] | None = None):
         """The calibrated, converted PT2E model (and its quantiser) with `float_layers` left in float."""
@@ -144,15 +158,17 @@ class TfliteInt8Job:
         prepared = quantize_pt2e.prepare_pt2e(copy.deepcopy(self.captured), quantizer)
         watched = _observers(prepared)
         if not self._stats or any(w not in self._stats for w in watched.values()):
+            shared = not self._stats and not float_layers and only is None  # the full model: the shared states
             with torch.no_grad():
-                for x in self.calibration:
+                for x in self.progress.each(self.calibration) if shared else self.calibration:
                     prepared(torch.from_numpy(x))
-            if not self._stats and not float_layers and only is None:  # the full model: the shared states
+            if shared:
                 self._stats = {w: copy.deepcopy(prepared.get_submodule(m).state_dict()) for m, w in watched.items()}
         else:
             for m, w in watched.items():
                 prepared.get_submodule(m).load_state_dict(self._stats[w])
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+        converted.training = False  # traced from the eval model (no dropout/BatchNorm to move): for torch_outputs
         return SimpleNamespace(model=converted, quantizer=quantizer, floats=list(float_layers), path=None)
 
     def full(self, method: str = METHOD):
@@ -171,7 +187,7 @@ class TfliteInt8Job:
 
         frames = self.eval_frames[:count] if count else self.eval_frames
         out, ref = self._run(variant.model, frames), self.reference[:len(frames)]
-        return {**compare(self.task, ref, out, self.threshold), "output_sqnr_db": sqnr_db(ref, out)}
+        return {**compare(self.task, ref, out, self.post), "output_sqnr_db": sqnr_db(ref, out)}
 
     def passes(self, metrics: dict[str, float]) -> bool:
         from .parity import judge
@@ -207,12 +223,10 @@ class TfliteInt8Job:
         """Convert `variant` to .tflite at `path` (once; later calls copy the first file)."""
         import litert_torch
         from litert_torch.quantize import quant_config
-        from torchao.quantization.pt2e import move_exported_model_to_eval
 
         if variant.path is None:
             variant.path = self.scratch / f"variant-{len(list(self.scratch.glob('variant-*')))}.tflite"
-            move_exported_model_to_eval(variant.model)
-            variant.model.training = False  # captured from the eval model; litert-torch reads only this flag, to warn
+            in_eval(variant.model)  # captured from the eval model; litert-torch reads only the flag, to warn
             config = quant_config.QuantConfig(pt2e_quantizer=variant.quantizer)
             litert_torch.convert(variant.model, (self.example,), quant_config=config).export(str(variant.path))
         if path != variant.path:

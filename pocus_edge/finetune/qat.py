@@ -26,6 +26,7 @@ Dice (or top-1) agreement with its own float model.
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import time
 from dataclasses import asdict, dataclass
@@ -40,12 +41,46 @@ from torch import nn
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io import atomic_write_json, atomic_write_text, nan_to_null
 from ..limits import check, check_out
-from ..runtime.preprocess import normalization, normalized_chw
 from .data import label_fraction, load_pair, read_samples, split_samples
 
 log = logging.getLogger(__name__)
 CALIB_FRAMES = 32  # training frames the simulated PTQ int8 is calibrated on
 FOLD_TOLERANCE = 1e-3  # relative: folded / unfolded model vs the original on one input
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How the checkpoint's outputs are judged: its card's pre-processing (size, mean, std) and post-processing
+    (activation, threshold), the runtime's rules (runtime/preprocess.py, runtime/postprocess.py)."""
+
+    task: str
+    labels: list[str]
+    pre: dict[str, Any]
+    post: dict[str, Any]
+
+
+def card_evaluation(card: dict, where: Path | str) -> Evaluation:
+    """The Evaluation a checkpoint's card prescribes; CheckpointError when a segmentation card has no threshold."""
+    from ..models.encoder_io import card_threshold
+    from ..runtime.postprocess import postprocessing_for
+    from ..runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalization
+
+    norm = card.get("normalization") or {}
+    task, labels = card["task"], list(card["labels"])
+    pre = normalization(int(card["input_size"][0]), norm.get("mean", IMAGENET_MEAN), norm.get("std", IMAGENET_STD))
+    return Evaluation(task, labels, pre, postprocessing_for(task, labels, card_threshold(card, where)))
+
+
+def evaluate(evaluation: Evaluation, model, samples) -> dict[str, Any]:
+    """Ground-truth metrics (summary) of a float, fake-quantised or simulated-int8 model on `samples`."""
+    from ..models.inference import frame_outputs
+    from .evaluate import evaluate_outputs
+
+    if not samples:
+        return {"dice": float("nan"), "macro_f1": float("nan")}
+    return evaluate_outputs(evaluation.task, samples, evaluation.labels,
+                            lambda grays: frame_outputs(model, grays, evaluation.pre), "qat evaluation",
+                            post=evaluation.post)["summary"]
 
 
 @dataclass
@@ -193,6 +228,7 @@ def run_qat(cfg: QATConfig) -> dict[str, Any]:
         raise CheckpointError(f"{cfg.checkpoint}: not a pocus finetune checkpoint (card kind {card.get('kind')!r}); "
                               "QAT fine-tunes a trained segmentation or classification model")
     task, labels, size = card["task"], list(card["labels"]), int(card["input_size"][0])
+    evaluation = card_evaluation(card, cfg.checkpoint)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     seed = _seed(cfg)
@@ -207,13 +243,13 @@ def run_qat(cfg: QATConfig) -> dict[str, Any]:
     example = torch.rand(2, 3, size, size)
     folded, pairs = fold_batchnorm(original, example)
     start = time.time()
-    prepared, history = _train(cfg, task, labels, size, folded, splits, seed, card.get("label_fraction", 1.0))
+    prepared, history = _train(cfg, evaluation, folded, splits, seed, card.get("label_fraction", 1.0))
     qat_net = unfold_into(_load(cfg, task, card)[0].net, prepared.state_dict(), pairs)
     with torch.no_grad():
         _check_same(qat_net, _float_of(folded, prepared), example, "writing the QAT weights back")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    table = _before_after(task, labels, size, original, qat_net, splits)
+    table = _before_after(evaluation, original, qat_net, splits)
     record = {"method": "PT2E QAT: torchao prepare_qat_pt2e with litert-torch's PT2EQuantizer config (int8 "
                         "per-channel symmetric weights, int8 per-tensor affine activations)",
               "batchnorm": "folded into the convolutions before QAT (frozen statistics); stored as identity "
@@ -248,14 +284,16 @@ def _float_of(folded: nn.Module, prepared) -> nn.Module:
     return net.eval()
 
 
-def _train(cfg: QATConfig, task: str, labels: list[str], size: int, folded: nn.Module, splits, seed: int,
-           fraction: float):
+def _train(cfg: QATConfig, evaluation: Evaluation, folded: nn.Module, splits, seed: int, fraction: float):
     """(the prepared PT2E model at its best validation epoch, per-epoch history)."""
-    from torchao.quantization.pt2e import move_exported_model_to_eval, move_exported_model_to_train
+    from torchao.quantization.pt2e import move_exported_model_to_train
     from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
 
-    from .train import _batches, _loss, _schedule
+    from ..distill.progress import TrainProgress, progress_enabled
+    from ..export.tflite_mixed import in_eval
+    from .train import _batches, _schedule
 
+    task, labels, size = evaluation.task, evaluation.labels, evaluation.pre["image_size"][0]
     prepared = prepare_qat_pt2e(captured(folded, size), quantizer(qat=True))
     train = label_fraction(splits["train"], fraction, seed, task == "classification")  # the fine-tune's images
     data = [(*load_pair(s), s.label) for s in train]
@@ -268,75 +306,74 @@ def _train(cfg: QATConfig, task: str, labels: list[str], size: int, folded: nn.M
     batch_cfg = SimpleNamespace(task=task, image_size=size, batch_size=cfg.batch_size)
     key = "dice" if task == "segmentation" else "macro_f1"
     best, best_state, history = -1.0, None, []
-    for epoch in range(cfg.epochs):
-        move_exported_model_to_train(prepared)
-        losses = []
-        for step, (x, y) in enumerate(_batches(batch_cfg, data, labels, rng)):
-            if step >= steps:
-                break
-            loss = _loss(task, prepared(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-        move_exported_model_to_eval(prepared)
-        val = _metrics(task, labels, size, prepared, splits["val"])
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), f"val_{key}_fake_quant": val[key]})
-        log.info("qat epoch %d: loss %.4f, val %s (fake-quantised) %.4f", epoch + 1, np.mean(losses), key, val[key])
-        if best_state is None or val[key] > best:
-            best, best_state = val[key], copy.deepcopy(prepared.state_dict())
+    with TrainProgress(steps * cfg.epochs, 0, progress_enabled(log), label="qat") as progress:  # as finetune's
+        for epoch in range(cfg.epochs):
+            move_exported_model_to_train(prepared)
+            losses = []
+            what = f"qat epoch {epoch + 1}/{cfg.epochs}" + (f" (val {key} {best:.3f})" if best >= 0 else "")
+            t_step = time.perf_counter()
+            batches = itertools.islice(_batches(batch_cfg, data, labels, rng), steps)
+            for step, (images, loss) in enumerate(_optimizer_steps(prepared, batches, task, optimizer, scheduler)):
+                losses.append(loss)
+                now = time.perf_counter()
+                progress.update(epoch * steps + step + 1, loss, images / max(now - t_step, 1e-9), what)
+                t_step = now
+            val = evaluate(evaluation, in_eval(prepared), splits["val"])
+            history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), f"val_{key}_fake_quant": val[key]})
+            if not progress.live:  # the bar shows it on a terminal; logs (files, pipes) keep one line per epoch
+                log.info("qat epoch %d: loss %.4f, val %s (fake-quantised) %.4f", epoch + 1, np.mean(losses), key,
+                         val[key])
+            if best_state is None or val[key] > best:
+                best, best_state = val[key], copy.deepcopy(prepared.state_dict())
     prepared.load_state_dict(best_state)
-    move_exported_model_to_eval(prepared)
-    return prepared, history
+    return in_eval(prepared), history
+
+def _optimizer_steps(model, batches, task: str, optimizer, scheduler):
+    """One optimizer step per (x, y) batch; yields (images in the batch, loss)."""
+    from .train import _loss
+
+    for x, y in batches:
+        loss = _loss(task, model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        yield len(x), float(loss.detach())
 
 
-def _predict(model, size: int):
-    pre = normalization(size)
-
-    def predict(grays: list[np.ndarray]) -> np.ndarray:
-        with torch.no_grad():
-            return model(torch.from_numpy(np.stack([normalized_chw(g, pre) for g in grays]))).float().numpy()
-
-    return predict
-
-
-def _metrics(task, labels, size, model, samples) -> dict[str, Any]:
-    from .evaluate import evaluate_outputs
-
-    if not samples:
-        return {"dice": float("nan"), "macro_f1": float("nan")}
-    return evaluate_outputs(task, samples, labels, _predict(model, size), "qat evaluation")["summary"]
-
-
-def simulated_int8(net: nn.Module, size: int, frames: list[np.ndarray]):
-    """`net` quantised as the TFLite int8 exporter does (PT2E PTQ, litert-torch config) on `frames`, in PyTorch."""
+def simulated_int8(net: nn.Module, pre: dict[str, Any], frames: list[np.ndarray]):
+    """`net` quantised as the TFLite int8 exporter does (PT2E PTQ, litert-torch config) on `frames` (gray, fed
+    one at a time as the exporter calibrates), in PyTorch."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    prepared = prepare_pt2e(captured(net.eval(), size), quantizer(qat=False))
-    predict = _predict(prepared, size)
-    for frame in frames:
-        predict([frame])
-    return convert_pt2e(prepared, fold_quantize=False)
+    from ..models.inference import frame_outputs
+
+    prepared = prepare_pt2e(captured(net.eval(), pre["image_size"][0]), quantizer(qat=False))
+    prepared.training = False  # traced from the eval model; exported graphs refuse .eval() (torch_outputs asks)
+    frame_outputs(prepared, frames, pre, batch_size=1)
+    converted = convert_pt2e(prepared, fold_quantize=False)
+    converted.training = False
+    return converted
 
 
-def _before_after(task, labels, size, before: nn.Module, after: nn.Module, splits) -> dict[str, Any]:
+def _before_after(evaluation: Evaluation, before: nn.Module, after: nn.Module, splits) -> dict[str, Any]:
     """Test metrics of float and simulated int8, before and after QAT, and int8-vs-own-float agreement."""
     from ..export.parity import compare
     from ..export.quantize import PRIMARY
+    from ..models.inference import frame_outputs
     from ..runtime.images import to_gray01
 
     calib = [to_gray01(load_pair(s)[0]) for s in splits["train"][:CALIB_FRAMES]]
     test = [to_gray01(load_pair(s)[0]) for s in splits["test"]]
     table: dict[str, Any] = {"split": "test", "images": len(test), "calibration_frames": len(calib)}
     for name, net in (("before", before), ("after", after)):
-        int8 = simulated_int8(net, size, calib)
-        row = {"float": _metrics(task, labels, size, net, splits["test"]),
-               "int8_simulated": _metrics(task, labels, size, int8, splits["test"])}
+        int8 = simulated_int8(net, evaluation.pre, calib)
+        row = {"float": evaluate(evaluation, net, splits["test"]),
+               "int8_simulated": evaluate(evaluation, int8, splits["test"])}
         if test:
-            metric = PRIMARY[task]
-            ref, out = _predict(net, size)(test), _predict(int8, size)(test)
-            row[f"int8_agreement_{metric}"] = compare(task, ref, out, 0.5 if task == "segmentation" else None)[metric]
+            metric = PRIMARY[evaluation.task]
+            ref, out = frame_outputs(net, test, evaluation.pre), frame_outputs(int8, test, evaluation.pre)
+            row[f"int8_agreement_{metric}"] = compare(evaluation.task, ref, out, evaluation.post)[metric]
         table[name] = row
     return table
 
