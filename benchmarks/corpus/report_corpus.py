@@ -1,6 +1,6 @@
 """Tables (Markdown + JSON) of benchmarks/corpus from the runs of run_corpus_bench.sh.
 
-Usage: .venv/bin/python benchmarks/corpus/report_corpus.py [--work benchmarks/corpus/work] [--out benchmarks/corpus]
+Usage: .venv/bin/python benchmarks/corpus/report_corpus.py [--work W] [--runs W/runs/distill] [--out benchmarks/corpus]
 
 (a) held-out token R² of `pocus distill` (RUN.summary.json, `held_out_r2_end`) and (b) HC18 test Dice of
 `pocus kd` (RUN/metrics.json, `test.dice`), each per method as mean ± sample std over seeds, and the paired per-seed
@@ -83,7 +83,7 @@ def table(metric: str, values: dict[str, dict[int, float]], rows: list[str], bas
              "|---|---|---|---|---|---|---|"]
     record = {}
     for row in rows:
-        if row not in values:
+        if not values.get(row):  # no finished run of this row yet
             continue
         seeds = sorted(values[row])
         summary = stats([values[row][s] for s in seeds])
@@ -103,9 +103,10 @@ def table(metric: str, values: dict[str, dict[int, float]], rows: list[str], bas
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("benchmarks/corpus/work"))
+    parser.add_argument("--runs", type=Path, help="folder of the distill runs [WORK/runs/distill]")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/corpus"))
     args = parser.parse_args(argv)
-    distill = collect_distill(args.work / "runs" / "distill")
+    distill = collect_distill(args.runs or args.work / "runs" / "distill")
     check_comparable(distill)
     r2 = {row: {s: summary["held_out_r2_end"] for s, summary in seeds.items()} for row, seeds in distill.items()}
     selections = [row for row in r2 if row != MASKED]

@@ -15,6 +15,7 @@ SEEDS=${SEEDS:-"0 1 2"}
 METHODS=${METHODS:-"random kcenter dual-rank"}
 BUDGET=${BUDGET:-25%}
 STEPS=${STEPS:-200}
+RUNS=$W/runs/distill
 THREADS=${THREADS:-2}
 SIZE=128
 P=.venv/bin/pocus
@@ -23,7 +24,7 @@ HELD=(--held-out-data "$W/heldout/busi" --held-out-data "$W/heldout/hc18" --held
 # teacher: random-weight DINOv3 ViT-S/16 at full depth (the architecture of the public ViT-S/16 checkpoint, so the
 # protocol is unchanged when real weights are at hand; 64 tokens at 128 px cost less than the student's step)
 TEACHER=(--teacher vit_small_patch16_dinov3 --teacher-weights random --image-size $SIZE)
-DISTILL=(--student resnet18 --batch-size 32 --max-steps "$STEPS" --lr 5e-4 --warmup-steps 20 --save-every 100
+DISTILL=(--student resnet18 --batch-size 32 --lr 5e-4 --warmup-steps 20 --save-every 100
          --num-workers 1 --threads "$THREADS" --config benchmarks/corpus/distill.yaml --resume auto --quiet)
 KD_TEACHER=benchmarks/kd/runs/hc18-teacher-r50-s0/model.safetensors   # read only
 KD=(--kd-epochs 50 --max-steps 300 --finetune-epochs 6 --max-steps-per-epoch 40 --batch-size 8 --image-size $SIZE
@@ -47,13 +48,13 @@ select_list() {  # select_list METHOD SEED -> path of the list (selected once; e
 }
 
 distill_run() {  # distill_run NAME SEED LIST [extra args]
-  local run=$W/runs/distill/$1-s$2 list=$3; shift 3
+  local run=$RUNS/$1-s$2 seed=$2 list=$3; shift 3
   [ -f "$run.summary.json" ] && return 0
   log "distill $(basename "$run")"
-  mkdir -p "$W/runs/distill"
+  mkdir -p "$RUNS"
   /usr/bin/time -f "%e s wall, %U s user, %S s sys" -o "$run.time" \
-    $P distill "${POOL[@]}" --data-list "$list" "${HELD[@]}" "${TEACHER[@]}" "${DISTILL[@]}" --seed "$2" \
-    --out "$run" --json "$run.summary.json" "$@"   # written only when the run has finished
+    $P distill "${POOL[@]}" --data-list "$list" "${HELD[@]}" "${TEACHER[@]}" "${DISTILL[@]}" --seed "$seed" \
+    --max-steps "$STEPS" --out "$run" --json "$run.summary.json" "$@"   # written only when the run has finished
 }
 
 stage_a() {
@@ -90,7 +91,9 @@ case ${1:-a} in
   a) stage_a; report ;;
   kd) stage_kd; report ;;
   report) report ;;
-  pilot) pool; list=$(select_list dual-rank 0); distill_run dual-rank 0 "$list" ;;  # times one select + one run
+  pilot)  # times one selection + a PILOT_STEPS-step distillation at the grid's settings, apart from the grid's runs
+    STEPS=${PILOT_STEPS:-40}; RUNS=$W/runs/pilot-$STEPS; pool; list=$(select_list dual-rank 0)
+    distill_run dual-rank 0 "$list"; .venv/bin/python benchmarks/corpus/report_corpus.py --runs "$RUNS" --out "$RUNS" ;;
   all) stage_a; stage_kd; report ;;
   *) echo "usage: $0 [a|kd|report|pilot|all]" >&2; exit 2 ;;
 esac
