@@ -254,3 +254,17 @@ def test_coreml_int8_without_dead_channels_has_no_zero_scale_warning(tmp_path, m
 
     assert zero_scale_channels(TinySegmenter()) == {}
     assert zero_scale_channels(TinySegmenter(dead_channel=5)) == {"body": [5]}
+
+
+# --- quiet by default: litert-torch's root-logger lines stay hidden during conversion ------------------------------
+
+def test_library_lines_on_the_root_logger_are_hidden_during_tflite_conversion(caplog):
+    from pocus_edge.export.tflite import hidden_library_stdout
+
+    caplog.set_level(logging.INFO)
+    with hidden_library_stdout():
+        logging.info("Use JAX lowering: aten.permute")  # what litert-torch does (old: shown without --verbose)
+        logging.getLogger("pocus_edge.export").info("ours")
+    with hidden_library_stdout(hide=False):  # --verbose
+        logging.info("Use JAX lowering: aten.relu")
+    assert [r.getMessage() for r in caplog.records] == ["ours", "Use JAX lowering: aten.relu"]

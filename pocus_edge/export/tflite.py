@@ -53,14 +53,22 @@ def hidden_library_stdout(hide: bool = True):
         return
     sys.stdout.flush()
     saved = os.dup(1)
+    root = logging.getLogger()
+    root.addFilter(_ours_only)  # litert-torch logs "Use JAX lowering: ..." through the root logger (logging.info)
     try:
         with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
             os.dup2(devnull.fileno(), 1)
             yield
     finally:
+        root.removeFilter(_ours_only)
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def _ours_only(record: logging.LogRecord) -> bool:
+    """Root-logger records from our own code only (other libraries' named loggers are quieted in chatter.py)."""
+    return f"{os.sep}pocus_edge{os.sep}" in record.pathname
 
 
 def _layout_wrapped(request: ExportRequest) -> torch.nn.Module:
