@@ -189,7 +189,7 @@ def timed_steps(bench: Bench, args, deadline: float, **step_kwargs) -> dict:
 def with_flops(result: dict, flops: dict | None, peak: float | None) -> dict:
     if result.get("status") == "ok" and flops:
         tflops = flops["train_step_per_image"] * result["images_per_s"] / 1e12
-        result["tflops"] = round(tflops, 2)
+        result["tflops"] = float(f"{tflops:.4g}")  # significant digits: a CPU dry run is ~0.001 TFLOP/s, not 0.0
         result["share_of_bf16_peak"] = round(tflops / peak, 4) if peak else None
     return result
 
