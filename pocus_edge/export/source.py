@@ -1,6 +1,6 @@
 """Resolve the MODEL argument of `pocus-export` into an eval-mode fp32 torch model and its TaskSpec.
 
-MODEL is a built-in name (random weights, BatchNorm re-randomised so nothing folds away), a
+MODEL is a built-in name (random-weight smoke model, models/smoke.py), a
 `model.safetensors` from `pocus finetune` (card kind `task_model`), or a `student.safetensors` from
 `pocus distill` (card kind `encoder`, exported as an embedding model). Cards are verified by sha256.
 """
@@ -9,15 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..models.registry import BUILTIN_LABELS, builtin_models, create_model, load_task_model
-from ..models.tasks import TaskSpec, randomize_batchnorm
+from ..models.smoke import build_smoke_model
+from ..models.tasks import TaskSpec
 from ..runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from .wrappers import calibrate_smoke_head
 
 BUILTINS = builtin_models()
 
@@ -25,21 +23,10 @@ BUILTINS = builtin_models()
 def _builtin(name: str, image_size: int) -> tuple[nn.Module, TaskSpec]:
     task, arch = BUILTINS[name]
     labels = BUILTIN_LABELS[task]
-    torch.manual_seed(0)
     num_classes = len(labels) if task == "classification" else 1
-    model = randomize_batchnorm(create_model(task, arch, num_classes), seed=0)
     spec = TaskSpec(name=name, task=task, encoder=arch, labels=labels, image_size=image_size,
                     threshold=0.5 if task == "segmentation" else None, source=f"built-in:{name} (random weights)")
-    return calibrate_smoke_head(model, task, _phantom_batch(image_size)), spec
-
-
-def _phantom_batch(image_size: int) -> torch.Tensor:
-    """16 normalised phantom frames, the data the smoke models' BatchNorm and head are fitted to."""
-    from ..runtime.preprocess import normalization, normalized_chw
-    from .data import phantom_set
-
-    pre = normalization(image_size)
-    return torch.from_numpy(np.stack([normalized_chw(im, pre) for im in phantom_set(16, seed=500).images]))
+    return build_smoke_model(task, arch, num_classes, image_size), spec
 
 
 def _load_state(model: nn.Module, state: dict, where: Path) -> None:

@@ -59,35 +59,3 @@ def fold_raw_input(model: nn.Module, mean, std, image_size: int, pixel_scale: fl
                           "borders; export without --raw-input")
     setattr(parent, child, FoldedInputConv(conv, mean, std, pixel_scale, (image_size, image_size)))
     return folded
-
-
-@torch.no_grad()
-def calibrate_smoke_head(model: nn.Module, task: str, images: torch.Tensor) -> nn.Module:
-    """Scale and shift a random model's last layer so its outputs spread around the decision point.
-
-    Only for built-in smoke-test models: a random U-Net's logits sit in a narrow band on one side of 0,
-    so its mask would be all empty and mask agreement would be trivially perfect. First the BatchNorm
-    statistics are re-estimated on the images (data-dependent init): without it a random ResNet maps
-    every frame to nearly the same features, and parity on it would measure noise.
-    """
-    for module in model.modules():
-        if isinstance(module, nn.BatchNorm2d):
-            module.reset_running_stats()
-            module.momentum = None  # cumulative average over this one pass
-    model.train()
-    model(images)
-    model.eval()
-    if task == "segmentation":
-        head = model.segmentation_head[0]
-        logits = model(images)
-        spread = logits.std().clamp_min(1e-6)
-        head.weight.mul_(2.0 / spread)
-        head.bias.mul_(2.0 / spread)
-        head.bias.sub_(model(images).median())
-    elif task == "classification":
-        logits = model(images)
-        gain = 2.0 / (logits - logits.mean(dim=0)).std().clamp_min(1e-6)  # spread images apart, not classes
-        model.head.weight.mul_(gain)
-        model.head.bias.mul_(gain)
-        model.head.bias.sub_(model(images).mean(dim=0))
-    return model
