@@ -6,6 +6,7 @@ from PIL import Image
 
 from pocus_edge.data.corpus import scan_corpus, split_by_group
 from pocus_edge.errors import DataError
+from pocus_edge.runtime.images import InputError
 
 
 def _png(path, seed, size=(40, 50), mode="L"):
@@ -36,13 +37,13 @@ def test_duplicates_unreadable_and_masks_are_handled(tmp_path):
     assert "broken.png" in text and "duplicate of" in text
 
 
-def test_sixteen_bit_images_are_scaled_to_uint8(tmp_path):
+def test_sixteen_bit_images_are_refused_as_the_runtime_refuses_them(tmp_path):
     from pocus_edge.data.readers import read_frame
 
     arr = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16)
     Image.fromarray(arr).save(tmp_path / "x16.png")
-    out = read_frame(tmp_path / "x16.png")
-    assert out.dtype == np.uint8 and out.min() == 0 and out.max() == 255
+    with pytest.raises(InputError, match=r"16-bit image \(mode I;16\); window it to 8 bits"):
+        read_frame(tmp_path / "x16.png")
 
 
 def test_empty_and_all_bad_corpora_are_clear_errors(tmp_path):

@@ -23,7 +23,7 @@ def test_demo_cli_on_embedded_phantoms(tmp_path, capsys, monkeypatch):
     real_run_demo = demo_module.run_demo
     monkeypatch.setattr(demo_module, "run_demo", lambda *args: summaries.append(real_run_demo(*args)) or summaries[-1])
     out = tmp_path / "demo"
-    _run(app, ["demo", "--steps", "2", "--out", str(out), "--quiet"], prog_name="pocus")  # exit code 0: returns
+    _run(app, ["demo", "--steps", "2", "--out", str(out)], prog_name="pocus")  # exit code 0: returns
     printed = capsys.readouterr().out
     (summary,) = summaries
     assert "pocus demo" in printed and "passed" in printed
@@ -55,7 +55,7 @@ def test_demo_data_goes_to_the_distillation_and_no_phantoms_are_made(tmp_path, c
 
 @pytest.mark.slow  # the same spine as test_demo_cli_on_embedded_phantoms (the default run), on a given folder
 def test_demo_on_a_given_folder(phantom_dir, tmp_path):
-    result = run_cli("demo", "--data", str(phantom_dir), "--steps", "2", "--out", str(tmp_path / "demo"), "--quiet")
+    result = run_cli("demo", "--data", str(phantom_dir), "--steps", "2", "--out", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "demo" / "phantoms").exists()
     assert str(phantom_dir) in result.stdout and "passed" in result.stdout  # the summary names the data, parity

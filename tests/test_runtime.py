@@ -12,7 +12,7 @@ from conftest import REPO, require_shared_data, run_cli
 from PIL import Image
 
 from pocus_edge.runtime import BundleError, InputError, load, stream
-from pocus_edge.runtime.images import LUMA_BT601, load_gray, to_gray01
+from pocus_edge.runtime.images import load_gray, to_gray01
 from pocus_edge.runtime.preprocess import model_input, quantize, resize_bilinear, resize_weights
 
 
@@ -34,7 +34,9 @@ def test_runtime_runs_without_torch(bundle_factory):
 def test_input_rules():
     assert to_gray01(np.full((4, 5), 255, np.uint8)).max() == 1.0
     rgb = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
-    assert np.allclose(to_gray01(rgb), (rgb / 255.0) @ LUMA_BT601, atol=1e-6)
+    # whole-number BT.601 luma, round half up: training, runtime and the Android core decode colour identically
+    np.testing.assert_array_equal(to_gray01(rgb), ((rgb.astype(np.int64) @ [299, 587, 114] + 500) // 1000)
+                                  .astype(np.float32) / np.float32(255))
     same = np.repeat(np.arange(42, dtype=np.uint8).reshape(6, 7, 1), 3, axis=2)
     assert np.allclose(to_gray01(same), same[..., 0] / 255.0, atol=1e-6)  # R = G = B stays unchanged
     bad = [(np.zeros((0, 5), np.uint8), "empty"), (np.zeros((2, 3, 4, 5), np.uint8), "shape"),
