@@ -107,6 +107,21 @@ def run_cli(*args: str, env: dict | None = None, timeout: int = 600) -> subproce
     )
 
 
+def pocus_here(args: list, capsys) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `pocus ARGS` run in this process: the CLI's own entry point without a fresh
+    interpreter that imports torch (~5 CPU-s each); for CLI tests that are not about the process boundary."""
+    from pocus_edge import cli
+
+    capsys.readouterr()  # only this command's output below
+    try:
+        cli._run(cli.app, [str(a) for a in args], prog_name="pocus")
+        code = 0  # a command that succeeds returns
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def require_shared_data() -> Path:
     if not (SHARED_DATA / "busi").is_dir():
         pytest.skip(f"real ultrasound data not found at {SHARED_DATA} (set POCUS_SHARED_DATA to its folder)")

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import pocus_here, run_cli
 
 from pocus_edge.bench.rows import read_rows, validate_row
 from pocus_edge.bench.stats import coefficient_of_variation, fps, latency_stats
@@ -92,8 +92,8 @@ def test_peak_reports_positive_throughput():
     assert int8_gemm(1, size=256, repeats=2) > 0.1
 
 
-def test_tiny_suite_end_to_end(bundle_factory, tmp_path):
-    """A one-model suite: export, reuse on the second run, latency + baselines, report and non-empty plots."""
+def test_tiny_suite_end_to_end(bundle_factory, tmp_path, capsys):
+    """A one-model suite: bundles reused on both runs, latency + baselines, report and non-empty plots."""
     import shutil
 
     import yaml
@@ -102,14 +102,15 @@ def test_tiny_suite_end_to_end(bundle_factory, tmp_path):
              "targets": {"onnx": ["fp32"], "tflite": ["fp32"]}, "threads": [1], "warmup": 1, "runs": 3}
     path = tmp_path / "suite.yaml"
     path.write_text(yaml.safe_dump(suite))
-    # the TFLite bundle is the session's (its conversion costs about twice the ONNX one): the first run reuses it,
-    # exports the ONNX one, and the second run reuses both
-    tflite = tmp_path / "suite" / "bundles" / "enc-tflite-fp32"
-    shutil.copytree(bundle_factory("tflite", "fp32", model="encoder-resnet50"), tflite)
-    tflite_stamp = (tflite / "manifest.json").stat().st_mtime_ns
-    proc = run_cli("bench", "suite", str(path))
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert (tflite / "manifest.json").stat().st_mtime_ns == tflite_stamp  # reused, not exported again
+    # both bundles are the session's, copied in: every run reuses them (the suite's own export of a model that has
+    # no bundle yet runs in test_finetune's test_eval_sweep_and_embed_plot); the CLI runs in this process
+    bundles = tmp_path / "suite" / "bundles"
+    for target in ("onnx", "tflite"):
+        shutil.copytree(bundle_factory(target, "fp32", model="encoder-resnet50"), bundles / f"enc-{target}-fp32")
+    stamps = {b.name: (b / "manifest.json").stat().st_mtime_ns for b in bundles.iterdir()}
+    code, _, err = pocus_here(["bench", "suite", path], capsys)
+    assert code == 0, err[-2000:]
+    assert {b.name: (b / "manifest.json").stat().st_mtime_ns for b in bundles.iterdir()} == stamps  # reused
     rows = read_rows(tmp_path / "suite" / "latency.json")
     backends = {r["backend"] for r in rows}
     assert {"onnxruntime", "tflite", "pytorch eager"} <= backends
@@ -119,14 +120,13 @@ def test_tiny_suite_end_to_end(bundle_factory, tmp_path):
     report = (tmp_path / "suite" / "report.md").read_text()
     assert "| encoder-resnet50 | onnx | fp32 | onnxruntime | 1 |" in report, report
     assert "| encoder-resnet50 | tflite | fp32 |" in report, report
-    stamp = (tmp_path / "suite" / "bundles" / "enc-onnx-fp32" / "manifest.json").stat().st_mtime
     parity_stamp = (tmp_path / "suite" / "parity.json").stat().st_mtime_ns
-    again = run_cli("bench", "suite", str(path), "--only", "latency")
-    assert again.returncode == 0
+    code, _, err = pocus_here(["bench", "suite", path, "--only", "latency"], capsys)
+    assert code == 0, err[-2000:]
     assert (tmp_path / "suite" / "parity.json").stat().st_mtime_ns == parity_stamp  # the other stage's file kept
-    bad = run_cli("bench", "suite", str(path), "--only", "speed")
-    assert bad.returncode == 2 and "--only 'speed': choose one of latency, parity" in bad.stderr
-    assert (tmp_path / "suite" / "bundles" / "enc-onnx-fp32" / "manifest.json").stat().st_mtime == stamp  # reused
+    code, _, err = pocus_here(["bench", "suite", path, "--only", "speed"], capsys)
+    assert code == 2 and "--only 'speed': choose one of latency, parity" in err
+    assert {b.name: (b / "manifest.json").stat().st_mtime_ns for b in bundles.iterdir()} == stamps  # reused
 
 
 def test_import_coreml_report_keeps_real_percentiles_and_placement(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY_TEACHER, run_cli, tiny_config_yaml
+from conftest import TINY_TEACHER, pocus_here, run_cli, tiny_config_yaml
 from PIL import Image, ImageDraw
 
 from pocus_edge.data.corpus_embed import ProxySpec, TeacherSpec
@@ -254,11 +254,12 @@ def test_a_selected_list_drives_distill_and_another_list_cannot_resume(cine_dir,
         run_distillation(load_config(yaml_path, {"out": str(run), "resume": True}))
 
 
-def test_unknown_list_entry_is_a_clear_cli_error(cine_dir, tmp_path):
+def test_unknown_list_entry_is_a_clear_cli_error(cine_dir, tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_text(f"{cine_dir / 'loop0_f0.png'}\n{cine_dir / 'nope.png'}\n")
     yaml_path = tiny_config_yaml(tmp_path / "c.yaml", cine_dir)
-    result = run_cli("distill", "--config", str(yaml_path), "--out", str(tmp_path / "run"), "--data-list", str(bad))
-    assert result.returncode == 2
-    assert "error: frame list" in result.stdout + result.stderr and "line 2" in result.stdout + result.stderr
-    assert "nope.png" in result.stdout + result.stderr and not (tmp_path / "run" / "checkpoints").exists()
+    code, out, err = pocus_here(["distill", "--config", yaml_path, "--out", tmp_path / "run", "--data-list", bad],
+                                capsys)
+    assert code == 2
+    assert "error: frame list" in out + err and "line 2" in out + err
+    assert "nope.png" in out + err and not (tmp_path / "run" / "checkpoints").exists()

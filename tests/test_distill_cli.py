@@ -9,18 +9,19 @@ import time
 import pytest
 import torch
 from adversarial.test_cli_usage import run_pocus
-from conftest import REPO, run_cli, tiny_config_yaml
+from conftest import REPO, pocus_here, tiny_config_yaml
 from safetensors.torch import load_file
 
-# Refusals run the CLI in this process (run_pocus: the same entry point, without a fresh interpreter that imports
-# torch for each case); runs that train go through a real `python -m pocus_edge.cli` process.
+# The CLI runs in this process (pocus_here / run_pocus: the same entry point, without a fresh interpreter that
+# imports torch for each case); a real `python -m pocus_edge.cli` process where the process is the point (SIGKILL
+# and resume, two DDP processes).
 
 
-def test_distill_writes_every_output_and_learns(phantom_dir, tmp_path):
+def test_distill_writes_every_output_and_learns(phantom_dir, tmp_path, capsys):
     cfg = tiny_config_yaml(tmp_path / "cfg.yaml", phantom_dir, max_steps=12, lr=1e-3, save_every="4")
-    result = run_cli("distill", "--config", str(cfg), "--out", str(tmp_path / "run"), "--json")
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    code, out, err = pocus_here(["distill", "--config", cfg, "--out", tmp_path / "run", "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
     run = tmp_path / "run"
     for name in ("student.safetensors", "student.json", "config.yaml", "metrics.jsonl", "skipped_files.txt"):
         assert (run / name).is_file(), name
@@ -34,11 +35,11 @@ def test_distill_writes_every_output_and_learns(phantom_dir, tmp_path):
     assert summary["steps"] == 12 and summary["ranks_in_sync"] is True
 
 
-def test_flags_override_the_config_file(phantom_dir, tmp_path):
+def test_flags_override_the_config_file(phantom_dir, tmp_path, capsys):
     cfg = tiny_config_yaml(tmp_path / "cfg.yaml", phantom_dir, max_steps=4)
-    result = run_cli("distill", "--config", str(cfg), "--out", str(tmp_path / "run"), "--max-steps", "2",
-                     "--aug", "natural", "--no-mixup", "--blocks", "0,2", "--aggregate", "mean")
-    assert result.returncode == 0, result.stderr
+    code, _, err = pocus_here(["distill", "--config", cfg, "--out", tmp_path / "run", "--max-steps", "2",
+                               "--aug", "natural", "--no-mixup", "--blocks", "0,2", "--aggregate", "mean"], capsys)
+    assert code == 0, err
     import yaml
 
     saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
@@ -77,7 +78,7 @@ def test_missing_teacher_weights_and_empty_data_are_refused_before_training(tmp_
 
 def test_existing_run_is_not_overwritten_without_resume(phantom_dir, tmp_path, capsys):
     cfg = tiny_config_yaml(tmp_path / "cfg.yaml", phantom_dir, max_steps=2)
-    assert run_cli("distill", "--config", str(cfg), "--out", str(tmp_path / "run")).returncode == 0
+    assert pocus_here(["distill", "--config", cfg, "--out", tmp_path / "run"], capsys)[0] == 0
     code, _, err = run_pocus(["distill", "--config", cfg, "--out", tmp_path / "run"], capsys)
     assert code == 2 and "pass --resume" in err
     code, _, err = run_pocus(["distill", "--config", cfg, "--out", tmp_path / "run", "--resume", "--seed", "9"],
@@ -136,9 +137,10 @@ def test_two_process_ddp_with_gloo(phantom_dir, tmp_path, objective, port):
 
 def test_bf16_autocast_runs_on_cpu(phantom_dir, tmp_path, capsys):
     cfg = tiny_config_yaml(tmp_path / "cfg.yaml", phantom_dir, max_steps=2, save_every="2")
-    result = run_cli("distill", "--config", str(cfg), "--out", str(tmp_path / "run"), "--precision", "bf16", "--json")
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    code, out, err = pocus_here(["distill", "--config", cfg, "--out", tmp_path / "run", "--precision", "bf16",
+                                 "--json"], capsys)
+    assert code == 0, err
+    summary = json.loads(out)
     assert summary["steps"] == 2
     code, _, err = run_pocus(["distill", "--config", cfg, "--out", tmp_path / "run16", "--precision", "fp16"], capsys)
     assert code == 2 and "needs a CUDA GPU" in err

@@ -119,9 +119,9 @@ def test_tiny_finetune_beats_chance_and_exports(tmp_path):
     assert manifest["preprocessing"]["image_size"] == [64, 64]
 
 
-def test_eval_sweep_and_embed_plot(tmp_path, phantom_dir):
+def test_eval_sweep_and_embed_plot(tmp_path, phantom_dir, capsys):
     """eval on a checkpoint and on its bundle agree; a 2-cell sweep writes its table; embed-plot writes a PNG."""
-    from conftest import run_cli
+    from conftest import pocus_here
 
     from pocus_edge.data.phantoms import write_phantom_dataset
     from pocus_edge.finetune.eval_cli import run_eval
@@ -141,8 +141,8 @@ def test_eval_sweep_and_embed_plot(tmp_path, phantom_dir):
     suite = {"out": str(tmp_path / "suite"), "image_size": 64, "models": {"seg": str(ckpt)},
              "targets": {"onnx": ["fp32"]}, "parity_data": str(data), "references": {"seg": str(ckpt)}}
     (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
-    proc = run_cli("bench", "suite", str(tmp_path / "suite.yaml"), "--only", "parity")
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    code, _, err = pocus_here(["bench", "suite", tmp_path / "suite.yaml", "--only", "parity"], capsys)
+    assert code == 0, err[-2000:]
     report = (tmp_path / "suite" / "report.md").read_text()
     assert "| seg-onnx-fp32 | onnx | fp32 |" in report and "PyTorch fp32 ground truth" in report
     assert not (tmp_path / "suite" / "latency.json").exists()
@@ -158,9 +158,9 @@ def test_eval_sweep_and_embed_plot(tmp_path, phantom_dir):
     row = bench_parity([bundle], ckpt, data)[0]
     assert row["agreement"]["dice_mean"] > 0.99 and abs(row["dice_change"]) < 0.01
     plot = tmp_path / "fig.png"
-    proc = run_cli("embed-plot", "--encoder", "random", "--data", str(data), "--data", str(phantom_dir),
-                   "--per-dataset", "15", "--image-size", "64", "--out", str(plot))
-    assert proc.returncode == 0, proc.stderr
+    code, _, err = pocus_here(["embed-plot", "--encoder", "random", "--data", data, "--data", phantom_dir,
+                               "--per-dataset", "15", "--image-size", "64", "--out", plot], capsys)
+    assert code == 0, err
     assert plot.stat().st_size > 10_000
 
 

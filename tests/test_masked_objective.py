@@ -10,7 +10,7 @@ import shutil
 import pytest
 import torch
 import yaml
-from conftest import TINY_TEACHER, run_cli, tiny_config_yaml
+from conftest import TINY_TEACHER, pocus_here, tiny_config_yaml
 
 from pocus_edge.distill.config import DistillConfig, load_config
 from pocus_edge.distill.masked import (
@@ -181,18 +181,20 @@ def test_settings_are_refused_with_the_reason(tmp_path, settings, message):
     assert message in str(info.value)
 
 
-def test_cli_objective_runs_and_refuses_unused_settings(phantom_dir, tmp_path):
+def test_cli_objective_runs_and_refuses_unused_settings(phantom_dir, tmp_path, capsys):
     cfg = tiny_config_yaml(tmp_path / "cfg.yaml", phantom_dir, max_steps=2, save_every="2",
                            teacher_kwargs=TINY_TEACHER)
-    result = run_cli("distill", "--config", str(cfg), "--out", str(tmp_path / "run"), "--objective",
-                     "masked-consistency", "--mask-block", "16", "--consistency-power", "2", "--json")
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["steps"] == 2
+    code, out, err = pocus_here(["distill", "--config", cfg, "--out", tmp_path / "run", "--objective",
+                                 "masked-consistency", "--mask-block", "16", "--consistency-power", "2", "--json"],
+                                capsys)
+    assert code == 0, err
+    assert json.loads(out)["steps"] == 2
     saved = json.loads((tmp_path / "run" / "student.json").read_text())["config"]
     assert saved["objective"] == "masked-consistency" and saved["consistency_power"] == 2.0
-    refused = run_cli("distill", "--config", str(cfg), "--out", str(tmp_path / "run2"), "--recon-weight", "0.5")
-    assert refused.returncode == 2 and "Traceback" not in refused.stderr
-    assert refused.stderr.strip().splitlines()[-1].startswith("error: --recon-weight: only used by --objective")
+    code, _, err = pocus_here(["distill", "--config", cfg, "--out", tmp_path / "run2", "--recon-weight", "0.5"],
+                              capsys)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("error: --recon-weight: only used by --objective")
     assert not (tmp_path / "run2").exists()
 
 

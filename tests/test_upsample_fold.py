@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import run_cli
+from conftest import pocus_here
 
 from pocus_edge.errors import ConfigError
 from pocus_edge.export import export
@@ -49,11 +49,11 @@ def test_models_without_unet_decoder_are_unchanged():
     assert fold_decoder_upsampling(unet, 100)[1] == 0  # not divisible by 32: maps would not double exactly
 
 
-def test_export_records_the_rewrite_and_can_skip_it(bundle_factory, tmp_path):
+def test_export_records_the_rewrite_and_can_skip_it(bundle_factory, tmp_path, capsys):
     out = tmp_path / "plain"
-    result = run_cli("export", "unet-resnet50", "--target", "onnx", "--image-size", "64", "--out", str(out),
-                     "--no-fold-upsample", "--quiet")
-    assert result.returncode == 0, result.stderr
+    code, _, err = pocus_here(["export", "unet-resnet50", "--target", "onnx", "--image-size", "64", "--out", out,
+                               "--no-fold-upsample", "--quiet"], capsys)
+    assert code == 0, err
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["target_options"]["decoder_upsample_folded_blocks"] == 0
     folded = json.loads((bundle_factory("onnx", "fp32") / "manifest.json").read_text())
