@@ -110,7 +110,7 @@ def test_threads_are_honoured(bundle_factory):
 
 
 def test_dynamic_batch_runs_in_one_call(bundle_factory):
-    predictor = load(bundle_factory("onnx", "fp32", dynamic_batch=True))
+    predictor = load(bundle_factory("onnx", "fp32", model="unet-resnet18", dynamic_batch=True))
     assert predictor.backend.fixed_batch is None
     results = predictor.batch([np.zeros((30, 40), np.uint8), np.ones((50, 20), np.uint8) * 200])
     assert [r.mask.shape for r in results] == [(30, 40), (50, 20)]

@@ -192,18 +192,27 @@ def test_int8_bundles_pass_and_a_swap_fails(target, precision, tmp_path, monkeyp
     swapped = swap_model(good, other, tmp_path / "swapped")
     with pytest.raises(SelfTestError, match="self-test failed on .*: frame 0 "):
         load(swapped, verify=True)
+    assert_same_input_twice_gives_identical_output(good)  # the int8 bundle at 2 threads
 
 
-@pytest.mark.parametrize("target,precision", [("onnx", "fp32"), ("tflite", "fp32"), ("tflite", "int8")])
-def test_same_input_twice_gives_identical_output(target, precision, tmp_path, monkeypatch, phantom_dir):
-    options = {"calib_data": phantom_dir, "num_calib": 16} if precision == "int8" else {}
-    tiny_export(tmp_path / "b", monkeypatch, target, precision, **options)
-    predictor = load(tmp_path / "b", threads=2)
+def assert_same_input_twice_gives_identical_output(bundle: Path) -> None:
+    predictor = load(bundle, threads=2)
     x, _ = predictor.preprocess([np.random.default_rng(0).random((40, 50))])
     first = predictor.run_model(x)
     for _ in range(3):
         assert np.array_equal(predictor.run_model(x), first)
     assert run_selftest(predictor).deterministic
+
+
+@pytest.mark.parametrize("target", ["onnx", "tflite"])
+def test_same_input_twice_gives_identical_output(target, bundles, tmp_path, monkeypatch):
+    """fp32 here; each int8 bundle of test_int8_bundles_pass_and_a_swap_fails is checked the same way."""
+    if target == "onnx":
+        bundle = bundles["good"]  # the module's ONNX fp32 bundle (the same export)
+    else:
+        bundle = tmp_path / "b"
+        tiny_export(bundle, monkeypatch, target, "fp32")
+    assert_same_input_twice_gives_identical_output(bundle)
 
 
 def test_coreml_records_pytorch_outputs_and_says_so(tmp_path, monkeypatch):
