@@ -55,27 +55,26 @@ def test_w8a8_quantizes_activations_calibrated_on_the_frames(w8a8):
         assert manifest["parity"]["status"] == "skipped" and "macOS" in manifest["parity"]["reason"]
 
 
-def test_weights_only_int8_has_no_activation_quantization_and_the_spec_check_catches_it(w8a8, tmp_path,
-                                                                                          phantom_dir):
-    from pocus_edge.export import export
+def test_weights_only_int8_has_no_activation_quantization_and_the_spec_check_catches_it(w8a8, bundle_factory):
+    from conftest import TEST_IMAGE_SIZE
+
     from pocus_edge.export.coreml import check_spec
 
-    manifest = export("unet-resnet18", "coreml", "int8", tmp_path / "w8", image_size=SIZE, parity_data=phantom_dir)
+    weights_only = bundle_factory("coreml", "int8", model="classifier-resnet50")  # the session's (test_export's)
+    manifest = verify_bundle(weights_only)
     assert manifest["target_options"]["activations"] == "float"
     assert manifest["target_options"]["minimum_deployment_target"] == "iOS16"
     assert "calibration_frames.json" not in manifest["files"]
-    ops = _spec_ops(tmp_path / "w8")
+    ops = _spec_ops(weights_only)
     assert ops.get("quantize", 0) == 0 and ops.get("constexpr_affine_dequantize", 0) > 0
 
-    class Request:  # what check_spec reads: a W8A8 request
-        image_size = SIZE
-        output_meaning = "mask_logits"
-        options = {"activations": "int8"}
-        spec = type("Spec", (), {"task": "segmentation"})()
+    def w8a8_request(task: str, image_size: int):  # what check_spec reads: a W8A8 request
+        return type("Request", (), {"image_size": image_size, "output_meaning": "mask_logits",
+                                    "options": {"activations": "int8"}, "spec": type("Spec", (), {"task": task})()})()
 
     with pytest.raises(ExportError, match="W8A8 was asked for, but the saved program has"):
-        check_spec(tmp_path / "w8" / "model.mlpackage", Request())
-    assert check_spec(w8a8[0] / "model.mlpackage", Request())["quantize"] > 0
+        check_spec(weights_only / "model.mlpackage", w8a8_request("classification", TEST_IMAGE_SIZE))
+    assert check_spec(w8a8[0] / "model.mlpackage", w8a8_request("segmentation", SIZE))["quantize"] > 0
 
 
 def test_static_shapes_replaces_shape_arithmetic_by_constants():
