@@ -22,7 +22,10 @@ import numpy as np
 
 from pocus_edge.export.data import calibration_and_parity
 from pocus_edge.export.parity import compare
+from pocus_edge.runtime.postprocess import postprocessing_for
 from pocus_edge.runtime.preprocess import normalization, normalized_chw
+
+SEG_POST = postprocessing_for("segmentation", ["lesion"], 0.5)  # the recorded BUSI U-Net: one class, card threshold 0.5
 
 BUNDLES = Path("benchmarks/export/bundles")
 DATA = Path(sys.argv[1] if len(sys.argv) > 1 else "../shared/data/busi")
@@ -91,7 +94,7 @@ def onnx_variants(calib: list[np.ndarray], parity: list[np.ndarray], work: Path)
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded,
                         extra_options={"WeightSymmetric": True})
-        results[f"onnx: {name}"] = compare("segmentation", reference, run_onnx(out, parity), 0.5)
+        results[f"onnx: {name}"] = compare("segmentation", reference, run_onnx(out, parity), SEG_POST)
     return results
 
 
@@ -101,10 +104,10 @@ def tflite_variants(calib: list[np.ndarray], parity: list[np.ndarray], work: Pat
     src = BUNDLES / "unet-tflite-fp32-nofold" / "model.tflite"
     reference = run_tflite(src, parity)
     results = {"tflite: PT2E, int8 I/O (the recorded bundle)": compare(
-        "segmentation", reference, run_tflite(BUNDLES / "unet-tflite-int8" / "model.tflite", parity), 0.5)}
+        "segmentation", reference, run_tflite(BUNDLES / "unet-tflite-int8" / "model.tflite", parity), SEG_POST)}
     quantize_int8_float_io(src, work / "f.tflite", calib)  # what `--io float` does
     results["tflite: ai-edge-quantizer, float I/O (--io float)"] = compare(
-        "segmentation", reference, run_tflite(work / "f.tflite", parity), 0.5)
+        "segmentation", reference, run_tflite(work / "f.tflite", parity), SEG_POST)
     return results
 
 
