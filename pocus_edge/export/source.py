@@ -15,6 +15,7 @@ from ..errors import CheckpointError, ConfigError
 from ..models.registry import BUILTIN_LABELS, builtin_models, create_model, load_task_model
 from ..models.smoke import build_smoke_model
 from ..models.tasks import TaskSpec
+from ..runtime.postprocess import DEFAULT_THRESHOLD
 from ..runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 BUILTINS = builtin_models()
@@ -25,7 +26,8 @@ def _builtin(name: str, image_size: int) -> tuple[nn.Module, TaskSpec]:
     labels = BUILTIN_LABELS[task]
     num_classes = len(labels) if task == "classification" else 1
     spec = TaskSpec(name=name, task=task, encoder=arch, labels=labels, image_size=image_size,
-                    threshold=0.5 if task == "segmentation" else None, source=f"built-in:{name} (random weights)")
+                    threshold=DEFAULT_THRESHOLD if task == "segmentation" else None,
+                    source=f"built-in:{name} (random weights)")
     return build_smoke_model(task, arch, num_classes, image_size), spec
 
 
@@ -40,7 +42,7 @@ def _load_state(model: nn.Module, state: dict, where: Path) -> None:
 
 
 def _from_checkpoint(path: Path, image_size: int | None) -> tuple[nn.Module, TaskSpec]:
-    from ..models.encoder_io import load_encoder_state, read_card
+    from ..models.encoder_io import card_threshold, load_encoder_state, read_card
 
     card = read_card(path)
     kind = card.get("kind")
@@ -59,7 +61,7 @@ def _from_checkpoint(path: Path, image_size: int | None) -> tuple[nn.Module, Tas
         task = card["task"]
         spec = TaskSpec(name=card.get("name", f"{task}-{card['encoder']}"), task=task, encoder=card["encoder"],
                         labels=list(card.get("labels", [])),
-                        threshold=card.get("threshold", 0.5 if task == "segmentation" else None), **common)
+                        threshold=card_threshold(card, path), **common)  # never a silent 0.5
     else:
         raise CheckpointError(f"{path}: card kind {kind!r} is not exportable (expected 'task_model' or 'encoder')")
     return model, spec
