@@ -65,8 +65,8 @@ def test_hardswish_skip_into_a_padded_conv_converts_to_int8_tflite(tmp_path, mon
     model = SkipNet().eval()
     monkeypatch.setattr(quantize, "calibration_batches", lambda request: _inputs(8))
     request = types.SimpleNamespace(model=model, raw_input=False, image_size=SIZE, options={}, parity_images=None,
-                                    parity_thresholds=None, spec=types.SimpleNamespace(task="segmentation",
-                                                                                        labels=["lesion"], threshold=0.5))
+                                    parity_thresholds=None,
+                                    spec=types.SimpleNamespace(task="segmentation", labels=["lesion"], threshold=0.5))
     path = tmp_path / "model.tflite"
     options, _ = tflite._convert_int8(model, request, path)  # old quantiser: litert-torch's 'tfl.pad' same-scale error
     assert options["mixed_precision"] == {"mode": "off: no held-out frames"} and options["float_layers"] == []
