@@ -18,9 +18,10 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from typer.core import TyperCommand
+from typer.core import TyperArgument, TyperCommand
 
 from .errors import ConfigError
+from .task_names import TRAINABLE_TASKS
 
 console = Console(stderr=True, soft_wrap=True)  # never fold a message mid-path: piped output keeps each line whole
 
@@ -67,7 +68,29 @@ ARCHITECTURE_NAMES = "{architectures}"
 """Put in an option's help where the model registry's architectures belong; RegistryHelpCommand fills it in."""
 
 
-class RegistryHelpCommand(TyperCommand):
+LIST_METAVARS = {Path: "<path>", str: "<str>", int: "<int>", float: "<float>"}
+
+
+class _VariadicArgument(TyperArgument):
+    """A variadic argument whose help shows its element's type (`images... <path>`) as a single one does, not the
+    Python type (`<list[Path]>`); typer appends that type after a metavar too, so a metavar cannot fix it."""
+
+    def display_type(self, ctx: Any) -> str:
+        element = typing.get_args(self.type_descriptor.annotation) or (None,)
+        return LIST_METAVARS.get(element[0], super().display_type(ctx))
+
+
+class PocusCommand(TyperCommand):
+    """Every pocus command: typer's command with readable help for variadic arguments (_VariadicArgument)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if type(param) is TyperArgument and param.nargs == -1:
+                param.__class__ = _VariadicArgument
+
+
+class RegistryHelpCommand(PocusCommand):
     """A command whose help names the registry's architectures (ARCHITECTURE_NAMES): filled in when the help is
     shown, because importing the registry loads torch, which `pocus --help` and every other command must not."""
 
@@ -82,15 +105,14 @@ class RegistryHelpCommand(TyperCommand):
         super().format_help(ctx, formatter)
 
 
-LIST_METAVARS = {Path: "<path>", str: "<str>", int: "<int>", float: "<float>"}
-
-
 def readable_list_metavars(app: typer.Typer) -> None:
     """Repeatable options without a metavar show their element's type as typer shows a single value (`<path>`)
-    instead of the Python type (`<list[Path]>`); run once on the assembled app. (Variadic arguments keep typer's
-    display: a metavar there would replace the argument's name.)"""
+    instead of the Python type (`<list[Path]>`), and every command becomes a PocusCommand (variadic arguments
+    likewise); run once on the assembled app."""
     apps = [app, *(group.typer_instance for group in app.registered_groups if group.typer_instance)]
     for command in (c for a in apps for c in a.registered_commands if c.callback is not None):
+        if command.cls in (None, TyperCommand):
+            command.cls = PocusCommand
         hints = typing.get_type_hints(command.callback)
         for name, param in inspect.signature(command.callback).parameters.items():
             if not isinstance(param.default, typer.models.OptionInfo) or param.default.metavar is not None:
@@ -106,14 +128,11 @@ def _is_union(hint: Any) -> bool:
     return typing.get_origin(hint) in (typing.Union, types.UnionType)
 
 
-TASK_ARGUMENTS = {"seg": "segmentation", "cls": "classification"}
-
-
 def task_argument(task: str) -> str:
     """The TASK argument of finetune, sweep and kd (seg | cls) -> the task name; ConfigError otherwise."""
-    if task not in TASK_ARGUMENTS:
+    if task not in TRAINABLE_TASKS:
         raise ConfigError(f"task {task!r}: use seg (segmentation, U-Net) or cls (classification)")
-    return TASK_ARGUMENTS[task]
+    return TRAINABLE_TASKS[task]
 
 
 # --- numbers for people ---------------------------------------------------------------------------------------

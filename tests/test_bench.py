@@ -21,7 +21,7 @@ def test_latency_stats_on_known_samples():
     assert coefficient_of_variation([10, 10, 10]) == 0.0
     assert coefficient_of_variation([9, 11]) == pytest.approx(0.1)
     assert fps(20.0) == pytest.approx(50.0) and fps(20.0, batch=4) == pytest.approx(200.0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no timing samples"):
         latency_stats([])
 
 

@@ -142,8 +142,15 @@ def test_help_keeps_bracketed_defaults_and_whole_option_names(capsys):
     text = " ".join(out.split())
     assert code == 0
     assert "[checkpoint's, or 256]" in text and "multiple of 32 ." not in text  # rich markup ate "[...]" before
-    assert "--fold-upsample / --no-fold-upsample" in text or "--fold-upsample, --no-fold-upsample" in text
+    assert "--fold-upsample / --no-fold-upsample" in text
     assert "mlpackage->coreml" in text and "…" not in out
+
+
+@pytest.mark.parametrize("path", [path for path, cmd in _commands() if any(
+    getattr(p, "nargs", 1) == -1 or getattr(p, "multiple", False) for p in cmd.params)])
+def test_repeatable_values_show_their_element_type_in_help(path, capsys):
+    code, out, _ = _cli([*path.split(), "--help"], capsys)
+    assert code == 0 and "<list[" not in out, f"pocus {path} --help shows a Python list type"
 
 
 def test_bench_help_says_what_each_subcommand_does(capsys):
@@ -430,6 +437,6 @@ def test_tflite_wrong_input_dtype_is_an_input_error():
 def test_json_target_check_is_a_config_error(tmp_path):
     from pocus_edge.cli_common import _check_json_target
 
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="is a folder; give the file to write"):
         _check_json_target(tmp_path)
     assert _check_json_target(tmp_path / "new.txt") == tmp_path / "new.txt"

@@ -28,12 +28,12 @@ from ..io import atomic_write_json, atomic_write_text, nan_to_null
 from ..limits import check, check_out
 from ..models import vit_lora
 from ..runtime.preprocess import normalization, normalized_chw, resize_bilinear
+from ..task_names import TRAINABLE_TASKS
 from .data import Sample, check_decodable, label_fraction, load_pair, read_samples, split_samples
 from .evaluate import evaluate_model
 from .model import build_finetune_model, resolve_architecture, save_task_model
 
 log = logging.getLogger(__name__)
-TASK_NAMES = {"seg": "segmentation", "cls": "classification"}
 
 
 @dataclass
@@ -64,7 +64,7 @@ class FinetuneConfig:
 
     def validate(self) -> None:
         """Refuse bad options before any data is read or OUT is made (limits.BOUNDS holds the ranges)."""
-        if self.task not in TASK_NAMES.values():
+        if self.task not in TRAINABLE_TASKS.values():
             raise ConfigError(f"task {self.task!r}: use seg or cls")
         for name, value in (("image_size", self.image_size), ("epochs", self.epochs), ("threads", self.threads),
                             ("batch_size", self.batch_size), ("label_fraction", self.label_fraction)):

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from ..distill.config import DistillConfig
 from ..distill.setup import RESUME_FIELDS
 from ..errors import ConfigError
+from ..task_names import TRAINABLE_TASKS
 
-TASKS = {"seg": "segmentation", "cls": "classification"}
 KD_RESUME_FIELDS = tuple(f for f in RESUME_FIELDS if f not in ("teacher", "teacher_kwargs", "blocks", "aggregate",
                                                               "teacher_norm", "head_hidden")) + (
     "task", "decoder_channels", "output_weight", "hidden_weight", "temperature", "transfer_expand", "labeled_data",
@@ -47,7 +47,7 @@ class KDConfig(DistillConfig):
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> KDConfig:
-        if self.task not in TASKS.values():
+        if self.task not in TRAINABLE_TASKS.values():
             raise ConfigError(f"task {self.task!r}: use seg or cls")
         if not self.teacher_checkpoint:
             raise ConfigError("--teacher is required: a model.safetensors written by pocus finetune")

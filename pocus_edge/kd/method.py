@@ -23,6 +23,7 @@ from ..finetune.data import eval_split_digests, read_samples
 from ..io import sha256_file
 from ..models.encoder_io import save_encoder
 from ..models.registry import canonical_arch, create_model, load_task_model
+from ..task_names import TASK_ARGUMENT_OF
 from .config import KD_RESUME_FIELDS, KDConfig
 from .losses import kd_loss
 from .models import FrozenTeacher, KDStudent, feature_channels, output_tokens
@@ -64,7 +65,7 @@ class TaskKD(DistillMethod):
     def build_models(self, cfg: KDConfig, device: torch.device) -> tuple[nn.Module, nn.Module]:
         teacher_net, self.teacher_card = load_task_model(Path(cfg.teacher_checkpoint))
         if self.teacher_card.get("task") != cfg.task:
-            kind = {"segmentation": "seg", "classification": "cls"}.get(self.teacher_card.get("task"), "?")
+            kind = TASK_ARGUMENT_OF.get(self.teacher_card.get("task"), "?")
             raise ConfigError(f"--teacher {cfg.teacher_checkpoint} is a {self.teacher_card.get('task')} model; "
                               f"use `pocus kd {kind}` or a {cfg.task} teacher")
         teacher = FrozenTeacher(teacher_net.float(), cfg.task)

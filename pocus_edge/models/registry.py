@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError, ConfigError
-from .tasks import TASKS, Classifier, EmbeddingModel
+from ..task_names import TASKS
+from .tasks import Classifier, EmbeddingModel
 from .vit_lora import VIT_ARCHITECTURES, ViTLoRAOptions, build_vit_task_model, is_vit_arch, load_vit_task_model
 
 SMP_DEFAULT_DECODER = (256, 128, 64, 32, 16)

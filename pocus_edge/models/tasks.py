@@ -19,8 +19,6 @@ from torch import nn
 from ..data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ..runtime.postprocess import DEFAULT_THRESHOLD
 
-TASKS = ("segmentation", "classification", "embedding")
-
 
 @dataclass
 class TaskSpec:

@@ -23,6 +23,7 @@ from torch import nn
 
 from ..errors import CheckpointError, ConfigError
 from ..io import sha256_file
+from ..task_names import TRAINABLE_TASKS
 from .encoder_io import check_state_fits
 from .lora import LoRAConfig, inject_lora, is_adapter_key, merge_lora
 from .teacher import RANDOM_WEIGHTS, load_teacher_weights
@@ -73,7 +74,7 @@ class ViTTaskModel(nn.Module):
 
     def __init__(self, encoder: nn.Module, task: str, num_classes: int, hidden: int = HEAD_HIDDEN):
         super().__init__()
-        if task not in ("segmentation", "classification"):
+        if task not in TRAINABLE_TASKS.values():
             raise ConfigError(f"a ViT-LoRA model is for segmentation or classification, not {task!r}")
         self.encoder, self.task = encoder, task
         dim = int(encoder.embed_dim)

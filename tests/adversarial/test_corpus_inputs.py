@@ -12,6 +12,7 @@ from PIL import Image
 
 from pocus_edge.data.corpus import scan_corpus
 from pocus_edge.data.frame_list import keep_listed
+from pocus_edge.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +55,8 @@ def test_bad_frame_list(folder, tmp_path, content, expected):
         path.write_bytes(b"\xff\xfe\xfa")
     else:
         path.write_text(text)
-    with pytest.raises(Exception) as info:
+    with pytest.raises(DataError) as info:
         keep_listed(corpus, path)
-    assert type(info.value).__name__ == "DataError"
     assert f"frame list {path}" in str(info.value)
     assert expected.format(d=folder) in str(info.value)
 
