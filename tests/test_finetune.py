@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pocus_edge.errors import DataError
-from pocus_edge.finetune.data import Sample, label_fraction, read_samples, split_samples
+from pocus_edge.finetune.data import Sample, label_fraction, mask_label, read_samples, split_samples
 from pocus_edge.finetune.metrics import accuracy, confusion_matrix, dice_score, hd95, iou_score, macro_f1
 
 
@@ -66,6 +66,14 @@ def test_splits_are_deterministic_grouped_and_stratified():
     assert {s.label for s in small} == {"a", "b"}
 
 
+def test_the_mask_is_named_by_a_label_only_when_every_image_shares_it():
+    head = [Sample(f"hc{i}.png", f"m{i}.png", "fetal_head", f"c{i}") for i in range(3)]
+    assert mask_label(head) == "fetal_head"  # HC18: the label column names the structure
+    busi = [Sample(f"b{i}.png", f"m{i}.png", label, f"c{i}") for i, label in enumerate(["normal", "benign"])]
+    assert mask_label(busi) == "foreground"  # BUSI: image classes; old: the first row's "normal" named the lesion mask
+    assert mask_label([Sample("x.png", "m.png", None, "c")]) == "foreground"
+
+
 def test_bad_data_gives_clear_errors(tmp_path, phantom_dir):
     import shutil
 
@@ -113,6 +121,7 @@ def test_tiny_finetune_beats_chance_and_exports(tmp_path):
     assert {"model.safetensors", "model.json", "metrics.json", "per_image.csv", "splits.csv", "config.yaml"} <= files
     card = json.loads((tmp_path / "run" / "model.json").read_text())
     assert card["kind"] == "task_model" and card["task"] == "segmentation"
+    assert card["labels"] == ["background", "foreground"]  # per-image classes (old: the first image's, e.g. "normal")
     manifest = export(str(tmp_path / "run" / "model.safetensors"), "onnx", "fp32", tmp_path / "bundle",
                       parity_data=data)
     assert manifest["parity"]["status"] == "passed" and manifest["source"]["sha256"] == card["weights_sha256"]

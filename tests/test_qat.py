@@ -97,6 +97,8 @@ def test_batchnorm_fold_and_write_back_are_exact(arch):
     ({"data": "missing-folder"}, DataError, r"--data .*missing-folder: no such folder"),
     ({"epochs": 0}, ConfigError, r"--epochs"),
     ({"lr": 0.0}, ConfigError, r"--lr"),
+    ({"seed": 1}, ConfigError, r"--split-seed 1: \d+ of --data .* fall in another split than in the fine-tune's .*"
+                               r"splits.csv .*pass the fine-tune's --split-seed"),  # old: trained on its test images
 ])
 def test_bad_options_are_refused_before_anything_is_written(change, error, message, checkpoint, phantom_dir,
                                                             tmp_path):
@@ -108,6 +110,16 @@ def test_bad_options_are_refused_before_anything_is_written(change, error, messa
     with pytest.raises(error, match=message):
         run_qat(QATConfig(**options))
     assert not (tmp_path / "o").exists()
+
+
+def test_the_split_seed_is_the_fine_tunes_split_seed_not_its_training_seed(tmp_path):
+    from pocus_edge.finetune.qat import QATConfig, _seed
+
+    (tmp_path / "config.yaml").write_text("seed: 3\nsplit_seed: 0\n")  # pocus finetune --seed 3 --split-seed 0
+    cfg = QATConfig(checkpoint=str(tmp_path / "model.safetensors"), data="d", out="o")
+    assert _seed(cfg) == 0  # old: 3, another split (QAT trained on the fine-tune's test images)
+    (tmp_path / "config.yaml").write_text("seed: 3\nsplit_seed: null\n")  # no split seed: the fine-tune used --seed
+    assert _seed(cfg) == 3
 
 
 def test_a_distilled_encoder_is_not_a_qat_checkpoint(tmp_path, phantom_dir):

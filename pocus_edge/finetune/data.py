@@ -105,6 +105,13 @@ def split_samples(samples: list[Sample], seed: int, stratify: bool,
     return out
 
 
+def mask_label(samples: list[Sample]) -> str:
+    """The name of a binary mask's foreground: the manifest's label when every image carries the same one (HC18:
+    fetal_head); per-image class labels (BUSI: benign / malignant / normal) name the image, not the mask."""
+    names = {s.label for s in samples}
+    return names.pop() if len(names) == 1 and None not in names else "foreground"
+
+
 def label_fraction(train: list[Sample], fraction: float, seed: int, stratify: bool) -> list[Sample]:
     """The first `fraction` of each class's training groups in hash order (nested across fractions)."""
     if not 0 < fraction <= 1:

@@ -1,8 +1,9 @@
 """`pocus qat CHECKPOINT --data DIR`: a short quantization-aware fine-tune of a trained `pocus finetune` checkpoint.
 
 Why a separate command (not `finetune --qat`): QAT is what a user reaches for after an int8 export failed parity;
-it starts from that trained checkpoint, keeps its splits (seed from the config.yaml beside it) and its
-architecture, and trains a few epochs, where finetune trains from an encoder for many.
+it starts from that trained checkpoint, keeps its splits (split seed from the config.yaml beside it, checked
+against its splits.csv) and its architecture, and trains a few epochs, where finetune trains from an encoder for
+many.
 
 How (PT2E QAT): BatchNorm is folded into the convolutions first (eval statistics, frozen: what every exporter
 does before quantising), the folded model is captured with torch.export and prepared with torchao's
@@ -26,6 +27,7 @@ Dice (or top-1) agreement with its own float model.
 from __future__ import annotations
 
 import copy
+import csv
 import itertools
 import logging
 import time
@@ -193,17 +195,36 @@ def _check_same(a: nn.Module, b: nn.Module, x: torch.Tensor, what: str) -> None:
 
 
 def _seed(cfg: QATConfig) -> int:
+    """The fine-tune's split seed: --split-seed, else config.yaml's `split_seed` (or its `seed` when that is unset,
+    as the fine-tune itself falls back), else 0 with a warning."""
     if cfg.seed is not None:
         return cfg.seed
     saved = Path(cfg.checkpoint).parent / "config.yaml"
     if saved.is_file():
         import yaml
 
-        seed = (yaml.safe_load(saved.read_text()) or {}).get("seed")
+        config = yaml.safe_load(saved.read_text()) or {}
+        seed = config.get("split_seed") if config.get("split_seed") is not None else config.get("seed")
         if isinstance(seed, int):
             return seed
-    log.warning("no config.yaml beside %s: splitting with seed 0 (pass --seed, the fine-tune's)", cfg.checkpoint)
+    log.warning("no config.yaml beside %s: splitting with seed 0 (pass --split-seed, the fine-tune's)", cfg.checkpoint)
     return 0
+
+
+def _check_same_splits(cfg: QATConfig, splits: dict[str, list], seed: int) -> None:
+    """Refuse a split that differs from the fine-tune's recorded one (splits.csv beside the checkpoint): QAT would
+    train on the fine-tune's test images and report its before/after table on other frames."""
+    recorded = Path(cfg.checkpoint).parent / "splits.csv"
+    if not recorded.is_file():
+        return
+    with open(recorded, newline="", encoding="utf-8") as f:
+        before = {Path(row["image"]).name: row["split"] for row in csv.DictReader(f)}
+    now = {Path(s.image).name: name for name, items in splits.items() for s in items}
+    moved = [n for n in now if n in before and before[n] != now[n]]
+    if moved:
+        raise ConfigError(f"--split-seed {seed}: {len(moved)} of --data {cfg.data}'s images fall in another split "
+                          f"than in the fine-tune's {recorded} (e.g. {moved[0]}: {before[moved[0]]} then, "
+                          f"{now[moved[0]]} now); pass the fine-tune's --split-seed")
 
 
 def _load(cfg: QATConfig, task: str, card: dict) -> tuple[Any, dict]:
@@ -235,6 +256,7 @@ def run_qat(cfg: QATConfig) -> dict[str, Any]:
     torch.manual_seed(seed)
     samples = read_samples(Path(cfg.data), task)
     splits = split_samples(samples, seed, task == "classification")
+    _check_same_splits(cfg, splits, seed)
     if task == "classification" and sorted({s.label for s in samples}) != labels:
         raise DataError(f"--data {cfg.data}: labels {sorted({s.label for s in samples})} differ from the "
                         f"checkpoint's {labels}")

@@ -29,7 +29,7 @@ from ..limits import check, check_out
 from ..models import vit_lora
 from ..runtime.preprocess import normalization, normalized_chw, resize_bilinear
 from ..task_names import TRAINABLE_TASKS
-from .data import Sample, check_decodable, label_fraction, load_pair, read_samples, split_samples
+from .data import Sample, check_decodable, label_fraction, load_pair, mask_label, read_samples, split_samples
 from .evaluate import evaluate_model
 from .model import build_finetune_model, resolve_architecture, save_task_model
 
@@ -170,7 +170,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     split_seed = cfg.seed if cfg.split_seed is None else cfg.split_seed
     splits = split_samples(samples, split_seed, stratify)
     train = label_fraction(splits["train"], cfg.label_fraction, split_seed, stratify)
-    labels = sorted({s.label for s in samples}) if stratify else ["background", samples[0].label or "foreground"]
+    labels = sorted({s.label for s in samples}) if stratify else ["background", mask_label(samples)]
     check_decodable(samples)  # a truncated image or mask fails now, not after training
     model, init = build_finetune_model(cfg.task, cfg.architecture, cfg.encoder, len(labels) if stratify else 1,
                                        cfg.linear_probe, tuple(cfg.decoder_channels or ()) or None, vit)
