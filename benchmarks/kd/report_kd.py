@@ -121,6 +121,7 @@ def pareto(summary: dict[str, dict], latency_rows: list[dict], out_png: Path, ou
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     points = []
     for r in latency_rows:
@@ -144,10 +145,12 @@ def pareto(summary: dict[str, dict], latency_rows: list[dict], out_png: Path, ou
         ax.annotate(p["row"].replace("hc18-", ""), (p["p50_ms"], p["dice_mean"]), fontsize=7,
                     textcoords="offset points", xytext=(4, 4))
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))  # 2, 5, 10 ms, not 2 x 10^0
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.set_xlabel("int8 TFLite latency, 1 thread, p50 (ms; bars p10-p90, log scale)")
     ax.set_ylabel("HC18 test Dice (mean ± std over seeds)")
     ax.set_title("Accuracy vs latency: teacher and students (labels only vs pocus kd)")
-    ax.legend(loc="lower right")
+    ax.legend(loc="center")  # the corners hold the points
     fig.tight_layout()
     fig.savefig(out_png, dpi=120)
     plt.close(fig)
