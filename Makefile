@@ -26,4 +26,5 @@ test-slow: venv
 
 lint: venv
 	$(VENV)/bin/ruff check pocus_edge tests benchmarks
-	$(VENV)/bin/mypy --ignore-missing-imports --follow-imports=silent pocus_edge/runtime pocus_edge/export/bundle.py
+	$(VENV)/bin/mypy --ignore-missing-imports --follow-imports=silent pocus_edge/runtime pocus_edge/export/bundle.py \
+	  pocus_edge/cli_common.py pocus_edge/task_names.py

@@ -99,9 +99,10 @@ class RegistryHelpCommand(PocusCommand):
 
         names = ", ".join(ARCHITECTURES)
         for param in self.params:
-            help_text = getattr(param, "help", None)
+            option: Any = param  # options and typer arguments carry help; click's base Parameter does not
+            help_text = getattr(option, "help", None)
             if help_text and ARCHITECTURE_NAMES in help_text:
-                param.help = help_text.replace(ARCHITECTURE_NAMES, names)
+                option.help = help_text.replace(ARCHITECTURE_NAMES, names)
         super().format_help(ctx, formatter)
 
 
@@ -110,11 +111,14 @@ def readable_list_metavars(app: typer.Typer) -> None:
     instead of the Python type (`<list[Path]>`), and every command becomes a PocusCommand (variadic arguments
     likewise); run once on the assembled app."""
     apps = [app, *(group.typer_instance for group in app.registered_groups if group.typer_instance)]
-    for command in (c for a in apps for c in a.registered_commands if c.callback is not None):
+    for command in (c for a in apps for c in a.registered_commands):
+        callback = command.callback
+        if callback is None:
+            continue
         if command.cls in (None, TyperCommand):
             command.cls = PocusCommand
-        hints = typing.get_type_hints(command.callback)
-        for name, param in inspect.signature(command.callback).parameters.items():
+        hints = typing.get_type_hints(callback)
+        for name, param in inspect.signature(callback).parameters.items():
             if not isinstance(param.default, typer.models.OptionInfo) or param.default.metavar is not None:
                 continue
             hint = hints.get(name)
@@ -283,17 +287,18 @@ def usage_exit_code(exc: BaseException) -> int | None:
         return 1
     if not isinstance(exc, usage):
         return None
-    message = exc.format_message()
+    error: Any = exc  # a click UsageError / ClickException (types looked up at run time)
+    message = error.format_message()
     if type(exc).__name__ == "NoArgsIsHelpError":  # the help was printed already (rich) or is the message
         if message:
             print(message)
-        return exc.exit_code
+        return error.exit_code
     ctx = getattr(exc, "ctx", None)
     where = f"{ctx.command_path}: " if ctx is not None else ""
     hint = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
     text = " ".join(str(message).split()).rstrip(".")
     console.print(f"[red]error:[/red] {escape(where + text + hint)}", highlight=False, soft_wrap=True)
-    return exc.exit_code
+    return error.exit_code
 
 
 WRITE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EFBIG}
