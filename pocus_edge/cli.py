@@ -26,7 +26,7 @@ from .cli_common import (
     os_error_line,
     print_summary,
     quiet_option,
-    readable_list_metavars,
+    readable_help,
     setup_logging,
     usage_exit_code,
     verbose_option,
@@ -171,7 +171,7 @@ _register_export(app)
 _register_predict(app)
 _register_finetune(app)
 _register_kd(app)
-readable_list_metavars(app)
+readable_help(app)
 
 
 def _run(typer_app: typer.Typer, args: list[str] | None = None, prog_name: str | None = None) -> None:

@@ -106,7 +106,7 @@ class RegistryHelpCommand(PocusCommand):
         super().format_help(ctx, formatter)
 
 
-def readable_list_metavars(app: typer.Typer) -> None:
+def readable_help(app: typer.Typer) -> None:
     """Repeatable options without a metavar show their element's type as typer shows a single value (`<path>`)
     instead of the Python type (`<list[Path]>`), and every command becomes a PocusCommand (variadic arguments
     likewise); run once on the assembled app."""

@@ -122,6 +122,18 @@ def test_the_split_seed_is_the_fine_tunes_split_seed_not_its_training_seed(tmp_p
     assert _seed(cfg) == 3
 
 
+def test_an_unreadable_splits_csv_is_a_clear_error(checkpoint, phantom_dir, tmp_path):
+    import shutil
+
+    from pocus_edge.finetune.qat import QATConfig, run_qat
+
+    run = shutil.copytree(checkpoint.parent, tmp_path / "run")
+    (run / "splits.csv").write_text("file,part\nx.png,test\n")  # not the columns pocus finetune writes
+    with pytest.raises(CheckpointError, match=r"splits.csv: not a readable pocus finetune splits.csv .*restore"):
+        run_qat(QATConfig(checkpoint=str(run / "model.safetensors"), data=str(phantom_dir), out=str(tmp_path / "o")))
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_distilled_encoder_is_not_a_qat_checkpoint(tmp_path, phantom_dir):
     from pocus_edge.finetune.qat import QATConfig, run_qat
     from pocus_edge.models.encoder_io import save_encoder

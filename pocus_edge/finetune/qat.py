@@ -217,9 +217,17 @@ def _check_same_splits(cfg: QATConfig, splits: dict[str, list], seed: int) -> No
     recorded = Path(cfg.checkpoint).parent / "splits.csv"
     if not recorded.is_file():
         return
-    with open(recorded, newline="", encoding="utf-8") as f:
-        before = {Path(row["image"]).name: row["split"] for row in csv.DictReader(f)}
-    now = {Path(s.image).name: name for name, items in splits.items() for s in items}
+
+    def key(image: str) -> str:  # folder + file name: the same image whether --data was given relative or absolute
+        return "/".join(Path(image).parts[-2:])
+
+    try:
+        with open(recorded, newline="", encoding="utf-8") as f:
+            before = {key(row["image"]): row["split"] for row in csv.DictReader(f)}
+    except (OSError, UnicodeDecodeError, csv.Error, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{recorded}: not a readable pocus finetune splits.csv ({exc!r}); restore the "
+                              "fine-tune's file, which QAT checks its split against") from exc
+    now = {key(s.image): name for name, items in splits.items() for s in items}
     moved = [n for n in now if n in before and before[n] != now[n]]
     if moved:
         raise ConfigError(f"--split-seed {seed}: {len(moved)} of --data {cfg.data}'s images fall in another split "
