@@ -57,8 +57,10 @@ def test_qat_checkpoint_says_qat_and_exports_to_int8_onnx_with_agreement(checkpo
     for when in ("before", "after"):
         row = metrics["test"][when]
         assert 0 <= row["int8_agreement_dice_mean"] <= 1 and {"float", "int8_simulated"} <= set(row)
-    assert metrics["history"][0]["epoch"] == 1
-    assert [s for s, _ in steps] == [1, 2] and steps[0][1] == "qat epoch 1/1"
+    assert [h["epoch"] for h in metrics["history"]] == [0, 1]  # epoch 0: the fake-quantised start, no step
+    assert metrics["kept_epoch"] in (0, 1) and f"Kept: epoch {metrics['kept_epoch']} of 1" in (out / "qat_report.md"
+                                                                                            ).read_text()
+    assert [s for s, _ in steps] == [1, 2] and steps[0][1].startswith("qat epoch 1/1 (val dice")
     report = (out / "qat_report.md").read_text()
     assert "| before QAT |" in report and "| after QAT |" in report
     manifest = export(str(out / "model.safetensors"), "onnx", "int8", tmp_path / "bundle", calib_data=phantom_dir,
@@ -66,6 +68,40 @@ def test_qat_checkpoint_says_qat_and_exports_to_int8_onnx_with_agreement(checkpo
     assert manifest["source"]["sha256"] == card["weights_sha256"]  # parity is against the QAT float model
     assert manifest["parity"]["status"] == "passed" and 0 < manifest["parity"]["metrics"]["dice_mean"] <= 1
     assert manifest["target_options"]["quantization"] == "static QDQ"
+
+
+def test_an_epoch_worse_than_the_start_on_val_is_never_kept(checkpoint, phantom_dir, tmp_path, caplog,
+                                                            monkeypatch):
+    from safetensors.torch import load_file
+
+    from pocus_edge.finetune import qat
+
+    real, scores = qat.evaluate, iter([0.9, 0.5])  # validation: the start 0.9, epoch 1 worse (0.5)
+
+    def evaluate(evaluation, model, samples):
+        score = next(scores, None)
+        return {"dice": score, "macro_f1": score} if score is not None else real(evaluation, model, samples)
+
+    monkeypatch.setattr(qat, "evaluate", evaluate)
+    summary = qat.run_qat(qat.QATConfig(checkpoint=str(checkpoint), data=str(phantom_dir), out=str(tmp_path / "o"),
+                                        epochs=1, lr=1e-2, max_steps_per_epoch=2, threads=1))
+    assert [h["val_dice_fake_quant"] for h in summary["history"]] == [0.9, 0.5]
+    assert summary["kept_epoch"] == 0 and "keeps the starting weights" in caplog.text  # old: epoch 1, always
+    saved = load_file(str(tmp_path / "o" / "model.safetensors"))
+    card, cfg = json.loads(checkpoint.with_suffix(".json").read_text()), qat.QATConfig(str(checkpoint), "d", "o")
+    folded, pairs = qat.fold_batchnorm(qat._load(cfg, "segmentation", card)[0].net.eval(),
+                                       torch.rand(2, 3, SIZE, SIZE))
+    start = qat.unfold_into(qat._load(cfg, "segmentation", card)[0].net, folded.state_dict(), pairs).state_dict()
+    weights = [k for k in start if k.endswith("conv1.weight")]
+    assert weights and all(torch.equal(saved[k], start[k]) for k in weights)  # the start's folded weights
+
+
+def test_the_kept_epoch_is_the_best_on_val_and_the_earliest_on_a_tie():
+    from pocus_edge.finetune.qat import kept_epoch
+
+    history = [{"epoch": e, "val_dice_fake_quant": v} for e, v in enumerate([0.90, 0.92, 0.95, 0.95])]
+    assert kept_epoch(history) == 2
+    assert kept_epoch(history[:2]) == 1 and kept_epoch([history[0], {"epoch": 1, "val_dice_fake_quant": 0.9}]) == 0
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenetv3_small_100"])  # timm BatchNormAct2d: norm + activation

@@ -47,6 +47,7 @@ from .data import label_fraction, load_pair, read_samples, split_samples
 
 log = logging.getLogger(__name__)
 CALIB_FRAMES = 32  # training frames the simulated PTQ int8 is calibrated on
+START_BATCHES = 4  # training batches that set the fake-quant ranges of the starting model (epoch 0)
 FOLD_TOLERANCE = 1e-3  # relative: folded / unfolded model vs the original on one input
 
 
@@ -188,6 +189,9 @@ def unfold_into(fresh: nn.Module, trained: dict[str, torch.Tensor], pairs: list[
 
 def _check_same(a: nn.Module, b: nn.Module, x: torch.Tensor, what: str) -> None:
     ya, yb = a(x), b(x)
+    if not (torch.isfinite(ya).all() and torch.isfinite(yb).all()):
+        raise CheckpointError(f"QAT: {what} gave non-finite outputs (the weights overflow: a diverged QAT, or a "
+                              "broken checkpoint); retry with a lower --lr")
     err = float((ya - yb).abs().max() / ya.abs().max().clamp_min(1e-12))
     if not err <= FOLD_TOLERANCE:
         raise CheckpointError(f"QAT: {what} changed the outputs (relative difference {err:.2g}); this architecture "
@@ -296,8 +300,8 @@ def run_qat(cfg: QATConfig) -> dict[str, Any]:
     saved = save_task_model(out / "model.safetensors", qat_net, args, labels, origin, {"qat": record})
     summary = nan_to_null({"task": task, "qat": record, "train_images": len(splits["train"]),
                            "val_images": len(splits["val"]), "test_images": len(splits["test"]),
-                           "wall_time_s": round(time.time() - start, 1), "history": history, "test": table,
-                           "weights_sha256": saved["weights_sha256"]})
+                           "wall_time_s": round(time.time() - start, 1), "history": history,
+                           "kept_epoch": kept_epoch(history), "test": table, "weights_sha256": saved["weights_sha256"]})
     atomic_write_json(out / "metrics.json", summary)
     atomic_write_text(out / "qat_report.md", report_markdown(summary))
     import yaml
@@ -333,9 +337,10 @@ def _train(cfg: QATConfig, evaluation: Evaluation, folded: nn.Module, splits, se
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(steps * cfg.epochs, 0))
     rng = np.random.default_rng(seed)
-    batch_cfg = SimpleNamespace(task=task, image_size=size, batch_size=cfg.batch_size)
+    batch_cfg = SimpleNamespace(task=task, image_size=size, batch_size=cfg.batch_size, pre=evaluation.pre)
     key = "dice" if task == "segmentation" else "macro_f1"
-    best, best_state, history = -1.0, None, []
+    best, best_state, history = _start(prepared, evaluation, splits["val"], _batches(batch_cfg, data, labels, rng),
+                                       min(steps, START_BATCHES), key)
     with TrainProgress(steps * cfg.epochs, 0, progress_enabled(log), label="qat") as progress:  # as finetune's
         for epoch in range(cfg.epochs):
             move_exported_model_to_train(prepared)
@@ -353,10 +358,40 @@ def _train(cfg: QATConfig, evaluation: Evaluation, folded: nn.Module, splits, se
             if not progress.live:  # the bar shows it on a terminal; logs (files, pipes) keep one line per epoch
                 log.info("qat epoch %d: loss %.4f, val %s (fake-quantised) %.4f", epoch + 1, np.mean(losses), key,
                          val[key])
-            if best_state is None or val[key] > best:
+            if val[key] > best:
                 best, best_state = val[key], copy.deepcopy(prepared.state_dict())
+    if kept_epoch(history) == 0:
+        log.warning("qat: no epoch raised the fake-quantised validation %s above the starting model's %.4f; the "
+                    "checkpoint keeps the starting weights (BatchNorm folded). Try a lower --lr or more steps",
+                    key, best)
     prepared.load_state_dict(best_state)
     return in_eval(prepared), history
+
+
+def kept_epoch(history: list[dict[str, Any]]) -> int:
+    """The epoch QAT keeps: the best fake-quantised validation score, the earliest on a tie (0: the start)."""
+    score = next(k for k in history[0] if k.startswith("val_"))
+    return max(history, key=lambda h: (h[score], -h["epoch"]))["epoch"]
+
+
+def _start(prepared, evaluation: Evaluation, val, batches, n_batches: int, key: str):
+    """(val score, state, history) of epoch 0: the fake-quantised starting model, its observers set by `n_batches`
+    training batches without an optimizer step. QAT keeps it unless an epoch beats it on val, so the command
+    never returns a model worse on val than the post-training quantisation it started from."""
+    from torchao.quantization.pt2e import move_exported_model_to_train
+
+    from ..export.tflite_mixed import in_eval
+
+    if not val:
+        raise DataError("QAT keeps the epoch with the best fake-quantised validation score, and this split has no "
+                        "validation images; pass --data with more images")
+    move_exported_model_to_train(prepared)
+    with torch.no_grad():
+        for x, _ in itertools.islice(batches, n_batches):
+            prepared(x)
+    val = evaluate(evaluation, in_eval(prepared), val)
+    return val[key], copy.deepcopy(prepared.state_dict()), [{"epoch": 0, "loss": None,
+                                                              f"val_{key}_fake_quant": val[key]}]
 
 def _optimizer_steps(model, batches, task: str, optimizer, scheduler):
     """One optimizer step per (x, y) batch; yields (images in the batch, loss)."""
@@ -419,6 +454,11 @@ def report_markdown(summary: dict[str, Any]) -> str:
         row = table[name]
         lines.append(f"| {name} QAT | {_fmt(row['float'].get(key))} | {_fmt(row['int8_simulated'].get(key))} | "
                      f"{_fmt(row.get(agree)) if agree else 'n/a'} |")
+    kept = summary.get("kept_epoch")
+    if kept is not None:
+        lines += ["", f"Kept: epoch {kept} of {len(summary['history']) - 1}, by fake-quantised validation score"
+                  + (" (epoch 0 = the starting weights: no QAT epoch beat them, so after = before)" if kept == 0
+                     else "") + "."]
     lines += ["", f"int8 simulated: the TFLite exporter's PT2E quantisation in PyTorch, calibrated on "
               f"{table['calibration_frames']} training frames. The exported bundles' own agreement is their "
               "parity.json (pocus-export recalibrates on --calib-data).", ""]

@@ -143,7 +143,7 @@ def _vit_options(cfg: FinetuneConfig) -> vit_lora.ViTLoRAOptions | None:
 
 
 def _batches(cfg: FinetuneConfig, data: list[tuple], labels: list[str], rng: np.random.Generator):
-    pre = normalization(cfg.image_size)
+    pre = getattr(cfg, "pre", None) or normalization(cfg.image_size)  # QAT passes its card's normalisation
     order = rng.permutation(len(data))
     for start in range(0, len(order) - cfg.batch_size + 1 if len(order) >= cfg.batch_size else 1, cfg.batch_size):
         xs, ys = [], []
