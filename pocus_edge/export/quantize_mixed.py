@@ -135,7 +135,6 @@ def choose(job, method: str, settings: dict[str, Any], workdir: Path) -> tuple[A
     if settings["explain"]:
         from .sensitivity import layer_sensitivity
 
-        progress_of(job).stage(f"sensitivity report ({len(job.layers)} layers)", len(job.layers))
         report = layer_sensitivity(job, method)
     floats: list[str] = []
     if settings["forced"]:
@@ -185,7 +184,6 @@ def _search(job, method: str, settings: dict[str, Any], report) -> tuple[list[st
     if report:
         order = [r["layer"] for r in report["layers"]]
     else:
-        progress.stage(f"rank the {len(job.layers)} layers for the search", len(job.layers))
         order = rank_float_alone(job, method)
     progress.stage(f"mixed-precision search (up to {tries} tries)", tries)
     floats: list[str] = []
@@ -223,6 +221,9 @@ def rank_float_alone(job, method: str) -> list[str]:
     """Layers by the output SQNR reached when each alone stays in float (most helpful first)."""
     from .quantize import EXPLAIN_FRAMES
 
+    if hasattr(job, "precalibrate"):  # TFLite: one calibration pass for all the variants, not one per layer
+        job.precalibrate([([layer], None) for layer in job.layers])
+    progress_of(job).stage(f"rank the {len(job.layers)} layers for the search", len(job.layers))
     gains = {layer: job.score(job.mixed(method, [layer]), EXPLAIN_FRAMES)["output_sqnr_db"]
              for layer in progress_of(job).each(job.layers)}
     return sorted(job.layers, key=lambda n: -gains[n])

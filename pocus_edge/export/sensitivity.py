@@ -30,6 +30,9 @@ def layer_sensitivity(job, method: str) -> dict[str, Any]:
 
     start = time.perf_counter()
     frames = job.eval_frames[:EXPLAIN_FRAMES]
+    if hasattr(job, "precalibrate"):  # TFLite: one calibration pass for all the variants, not one per layer
+        job.precalibrate([([layer], None) for layer in job.layers] + [([], [layer]) for layer in job.layers])
+    progress_of(job).stage(f"sensitivity report ({len(job.layers)} layers)", len(job.layers))
     rows = []
     for layer in progress_of(job).each(job.layers):
         alone, activation = job.alone(method, layer, len(frames)) if hasattr(job, "alone") else \

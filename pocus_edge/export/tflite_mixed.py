@@ -109,15 +109,44 @@ def in_eval(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return graph
 
 
-def _observers(prepared: torch.fx.GraphModule) -> dict[str, tuple[str, ...]]:
-    """{observer module name: the graph tensors it watches}."""
+def _observer_calls(prepared: torch.fx.GraphModule) -> dict[str, list[str]]:
+    """{observer: the graph tensors it is called on, in graph order}. An observer is one module *instance*, named
+    by the first of its names: PT2E registers a shared one (a concatenation and its inputs) under several names,
+    and its state is over all the tensors of the group, which changes when a float layer leaves the group."""
     from torchao.quantization.pt2e.observer import ObserverBase
 
-    seen: dict[str, set[str]] = {}
+    calls: dict[str, list[str]] = {}
+    first: dict[int, str] = {}
     for node in prepared.graph.nodes:
-        if node.op == "call_module" and isinstance(prepared.get_submodule(node.target), ObserverBase):
-            seen.setdefault(node.target, set()).add(node.args[0].name)
-    return {k: tuple(sorted(v)) for k, v in seen.items()}
+        if node.op == "call_module" and isinstance(module := prepared.get_submodule(node.target), ObserverBase):
+            calls.setdefault(first.setdefault(id(module), node.target), []).append(node.args[0].name)
+    return calls
+
+
+def _observers(prepared: torch.fx.GraphModule) -> dict[str, tuple[str, ...]]:
+    """{observer (instance, by its first name): the graph tensors it watches}."""
+    return {k: tuple(sorted(set(v))) for k, v in _observer_calls(prepared).items()}
+
+
+def _tensor_values(prepared: torch.fx.GraphModule, x: torch.Tensor, names: set[str]) -> dict[str, torch.Tensor]:
+    """The float values of graph tensors `names` for input `x`: `prepared` run with its observers skipped (PT2E
+    calibration runs the float graph, observers only watch, so these are the values any variant's observers see)."""
+    from torchao.quantization.pt2e.observer import ObserverBase
+
+    got: dict[str, torch.Tensor] = {}
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n: torch.fx.Node) -> Any:
+            if n.op == "call_module" and isinstance(self.module.get_submodule(n.target), ObserverBase):
+                return self.env[n.args[0]]
+            value = super().run_node(n)
+            if n.name in names:  # a copy: an in-place op later (relu_) would change what the observer saw
+                got[n.name] = value.clone()
+            return value
+
+    with torch.no_grad():
+        Recorder(prepared).run(x)
+    return got
 
 
 class TfliteInt8Job:
@@ -140,6 +169,7 @@ class TfliteInt8Job:
         self.calibration, self.eval_frames = calibration, eval_frames
         self.reference = self._run(self.captured, eval_frames) if eval_frames else None
         self._stats: dict[tuple[str, ...], dict] = {}
+        self._recorder: torch.fx.GraphModule | None = None  # set with the full model's calibration
         self._full = None
 
     def _run(self, model, frames: list[np.ndarray]) -> np.ndarray:
@@ -148,14 +178,53 @@ class TfliteInt8Job:
 
         return np.concatenate([torch_outputs(model, x) for x in frames])
 
-    def _variant(self, float_layers: list[str], only: list[str] | None = None):
-        """The calibrated, converted PT2E model (and its quantiser) with `float_layers` left in float."""
+    def _prepare(self, float_layers: list[str], only: list[str] | None = None):
+        """(PT2E-prepared copy of the model with `float_layers` left in float, its quantiser)."""
         from torchao.quantization.pt2e import quantize_pt2e
 
         from .tflite import int8_quantizer
 
         quantizer = int8_quantizer(float_layers=float_layers, only=only)
-        prepared = quantize_pt2e.prepare_pt2e(copy.deepcopy(self.captured), quantizer)
+        return quantize_pt2e.prepare_pt2e(copy.deepcopy(self.captured), quantizer), quantizer
+
+    def precalibrate(self, variants: list[tuple[list[str], list[str] | None]]) -> int:
+        """Calibrate, in ONE pass over the calibration frames, every observer the (float_layers, only) `variants`
+        add to those of full int8, so that building each variant after this reuses states instead of running
+        all frames through it (the ranking and the report build one variant per layer). Exact: an observer's
+        state depends only on the float values it is called on, in order, which are the same in every variant.
+        Returns how many new observers were calibrated (those watching a tensor the full graph lacks are left
+        to _variant's own pass)."""
+        self.full()
+        need: dict[tuple[str, ...], tuple[torch.nn.Module, list[str]]] = {}
+        for floats, only in variants:
+            prepared, _ = self._prepare(list(floats), only)
+            for module, calls in _observer_calls(prepared).items():
+                watched = tuple(sorted(set(calls)))
+                if watched not in self._stats and watched not in need:
+                    need[watched] = (copy.deepcopy(prepared.get_submodule(module)), calls)
+        assert self._recorder is not None  # full() calibrated the shared states
+        present = {n.name for n in self._recorder.graph.nodes}
+        need = {w: v for w, v in need.items() if set(w) <= present}
+        if not need:
+            return 0
+        names = set().union(*need)
+        self.progress.stage(f"calibrate the {len(need)} new observers of {len(variants)} variants "
+                            f"({len(self.calibration)} frames, one pass)", len(self.calibration))
+        with torch.no_grad():
+            for x in self.progress.each(self.calibration):
+                values = _tensor_values(self._recorder, torch.from_numpy(x), names)
+                for observer, calls in need.values():
+                    for name in calls:
+                        observer(values[name])
+        for watched, (observer, _) in need.items():
+            self._stats[watched] = copy.deepcopy(observer.state_dict())
+        return len(need)
+
+    def _variant(self, float_layers: list[str], only: list[str] | None = None):
+        """The calibrated, converted PT2E model (and its quantiser) with `float_layers` left in float."""
+        from torchao.quantization.pt2e import quantize_pt2e
+
+        prepared, quantizer = self._prepare(float_layers, only)
         watched = _observers(prepared)
         if not self._stats or any(w not in self._stats for w in watched.values()):
             shared = not self._stats and not float_layers and only is None  # the full model: the shared states
@@ -164,6 +233,7 @@ class TfliteInt8Job:
                     prepared(torch.from_numpy(x))
             if shared:
                 self._stats = {w: copy.deepcopy(prepared.get_submodule(m).state_dict()) for m, w in watched.items()}
+                self._recorder = copy.deepcopy(prepared)  # the float graph whose tensors precalibrate records
         else:
             for m, w in watched.items():
                 prepared.get_submodule(m).load_state_dict(self._stats[w])

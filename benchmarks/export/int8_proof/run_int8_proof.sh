@@ -12,6 +12,7 @@
 # ($P/results/NAME.failed, the error line) are skipped; delete them to redo.
 #   benchmarks/export/int8_proof/run_int8_proof.sh [all|hc18]  # HC18 rows, eval, latency, then the table
 #   benchmarks/export/int8_proof/run_int8_proof.sh busi        # BUSI: train, splits, rows, eval, latency, table
+#   benchmarks/export/int8_proof/run_int8_proof.sh busi-train  # BUSI: only the two trainings (FT_THREADS=1 beside work)
 #   benchmarks/export/int8_proof/run_int8_proof.sh table       # only the table (results.json/.md here), both datasets
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
@@ -30,7 +31,7 @@ declare -A DATASET=([r50]=$DATA [mnv3]=$DATA [busi-r50]=$BUSI [busi-cls]=$BUSI)
 declare -A SPLITS=([r50]=hc18 [mnv3]=hc18 [busi-r50]=busi-seg [busi-cls]=busi-cls)   # $P/data/NAME-{train,val}
 declare -A TARGET=([r50]=0.98 [mnv3]=0.98 [busi-r50]=0.98 [busi-cls]=0.99)   # issue 15's agreement goals
 # the BUSI runs: run_kd_bench.sh's teacher protocol (240 steps), split seed 0
-FT=(--architecture resnet50 --epochs 6 --max-steps-per-epoch 40 --batch-size 8 --image-size 128 --threads 2 --seed 0
+FT=(--architecture resnet50 --epochs 6 --max-steps-per-epoch 40 --batch-size 8 --image-size 128 --threads ${FT_THREADS:-2} --seed 0
     --split-seed 0 --quiet)
 QAT_ARGS=${QAT_ARGS:---epochs 2 --max-steps-per-epoch 40 --batch-size 8 --threads 1}   # 80 steps x 8 images
 STRICT=${STRICT:-0.997}                    # segmentation: a stricter target than the goal, to make mixed precision act
@@ -137,13 +138,16 @@ case ${1:-all} in
     for m in r50 mnv3; do proof_model $m; done
     evaluate r50 mnv3
     latency latency r50 mnv3 ;;
+  busi-train)  # only the two BUSI trainings (beside other work; the rows and latency want a quiet machine)
+    for m in busi-r50 busi-cls; do train $m; done
+    exit 0 ;;
   busi)
     for m in busi-r50 busi-cls; do train $m; done
     for m in busi-r50 busi-cls; do proof_model $m; done
     evaluate busi-r50 busi-cls
     latency latency-busi busi-r50 busi-cls ;;
   table) ;;
-  *) echo "usage: $0 [all|hc18|busi|table]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|hc18|busi|busi-train|table]" >&2; exit 2 ;;
 esac
 .venv/bin/python $HERE/int8_proof.py table "$P" $HERE
 for m in r50 busi-r50; do  # the sensitivity reports (--explain) beside the table
