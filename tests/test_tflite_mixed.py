@@ -119,7 +119,8 @@ def _bare_job(module, calibration):
     return job
 
 
-@pytest.mark.parametrize("arch", ["fragile", "resnet18"])  # a U-Net: concatenations share one observer
+# U-Nets: concatenations share one observer; EfficientNet: observers watch observers, sigmoid has fixed ranges
+@pytest.mark.parametrize("arch", ["fragile", "resnet18", "efficientnet_b0"])
 def test_one_calibration_pass_for_all_variants_gives_the_states_of_one_pass_each(arch, monkeypatch):
     from pocus_edge.export import tflite_mixed
     from pocus_edge.models.registry import create_model

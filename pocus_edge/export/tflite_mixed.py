@@ -9,9 +9,10 @@ writes it in float (`read_in_float`), so that producer computes in float on its 
 
 The search (quantize_mixed.py) scores candidates without converting each one to .tflite: a candidate is the PT2E
 model after `convert_pt2e`, the graph litert-torch lowers, run in PyTorch (quantise/dequantise around float ops)
-on the held-out search frames. Calibration runs once: every observer of a candidate that watches exactly the
-tensors an observer of the full int8 model watched takes that observer's state; a candidate with any other
-observer is calibrated on all the frames itself. Only the shipped model and the two timed ones are converted.
+on the held-out search frames. Calibration runs once: an observer of a candidate of the same kind as one already
+calibrated, watching exactly the same tensors, takes that one's state; `precalibrate` calibrates the new observers
+of many candidates (one per layer, for the ranking and the report) in one pass; a candidate with any other observer
+is calibrated on all the frames itself. Only the shipped model and the two timed ones are converted.
 """
 
 from __future__ import annotations
@@ -115,17 +116,33 @@ def _observer_calls(prepared: torch.fx.GraphModule) -> dict[str, list[str]]:
     and its state is over all the tensors of the group, which changes when a float layer leaves the group."""
     from torchao.quantization.pt2e.observer import ObserverBase
 
+    def observer(node: torch.fx.Node):
+        return node.op == "call_module" and isinstance(prepared.get_submodule(node.target), ObserverBase)
+
+    def tensor(node: torch.fx.Node) -> str:  # an observer may watch another's output: the same value
+        while observer(node):
+            node = node.args[0]
+        return node.name
+
     calls: dict[str, list[str]] = {}
     first: dict[int, str] = {}
     for node in prepared.graph.nodes:
-        if node.op == "call_module" and isinstance(module := prepared.get_submodule(node.target), ObserverBase):
-            calls.setdefault(first.setdefault(id(module), node.target), []).append(node.args[0].name)
+        if observer(node):
+            module = prepared.get_submodule(node.target)
+            calls.setdefault(first.setdefault(id(module), node.target), []).append(tensor(node.args[0]))
     return calls
 
 
-def _observers(prepared: torch.fx.GraphModule) -> dict[str, tuple[str, ...]]:
-    """{observer (instance, by its first name): the graph tensors it watches}."""
-    return {k: tuple(sorted(set(v))) for k, v in _observer_calls(prepared).items()}
+def _observer_key(module: torch.nn.Module, calls: list[str]) -> tuple:
+    """What an observer's calibrated state depends on: its kind and settings, and the tensors it watches (a
+    fixed-range observer and a histogram one may watch the same tensor)."""
+    kind = tuple(str(getattr(module, a, None)) for a in ("dtype", "qscheme", "ch_axis", "quant_min", "quant_max"))
+    return (type(module).__name__, *kind, tuple(sorted(set(calls))))
+
+
+def _observers(prepared: torch.fx.GraphModule) -> dict[str, tuple]:
+    """{observer (instance, by its first name): its _observer_key}."""
+    return {k: _observer_key(prepared.get_submodule(k), v) for k, v in _observer_calls(prepared).items()}
 
 
 def _tensor_values(prepared: torch.fx.GraphModule, x: torch.Tensor, names: set[str]) -> dict[str, torch.Tensor]:
@@ -168,7 +185,7 @@ class TfliteInt8Job:
         self.graph_kind = "TFLite model (a convolution/linear module path)"
         self.calibration, self.eval_frames = calibration, eval_frames
         self.reference = self._run(self.captured, eval_frames) if eval_frames else None
-        self._stats: dict[tuple[str, ...], dict] = {}
+        self._stats: dict[tuple, dict] = {}  # _observer_key -> calibrated observer state
         self._recorder: torch.fx.GraphModule | None = None  # set with the full model's calibration
         self._full = None
 
@@ -195,19 +212,19 @@ class TfliteInt8Job:
         Returns how many new observers were calibrated (those watching a tensor the full graph lacks are left
         to _variant's own pass)."""
         self.full()
-        need: dict[tuple[str, ...], tuple[torch.nn.Module, list[str]]] = {}
+        need: dict[tuple, tuple[torch.nn.Module, list[str]]] = {}
         for floats, only in variants:
             prepared, _ = self._prepare(list(floats), only)
             for module, calls in _observer_calls(prepared).items():
-                watched = tuple(sorted(set(calls)))
-                if watched not in self._stats and watched not in need:
-                    need[watched] = (copy.deepcopy(prepared.get_submodule(module)), calls)
+                key = _observer_key(prepared.get_submodule(module), calls)
+                if key not in self._stats and key not in need:
+                    need[key] = (copy.deepcopy(prepared.get_submodule(module)), calls)
         assert self._recorder is not None  # full() calibrated the shared states
         present = {n.name for n in self._recorder.graph.nodes}
-        need = {w: v for w, v in need.items() if set(w) <= present}
+        need = {k: v for k, v in need.items() if set(v[1]) <= present}
         if not need:
             return 0
-        names = set().union(*need)
+        names = {name for _, calls in need.values() for name in calls}
         self.progress.stage(f"calibrate the {len(need)} new observers of {len(variants)} variants "
                             f"({len(self.calibration)} frames, one pass)", len(self.calibration))
         with torch.no_grad():
@@ -216,8 +233,8 @@ class TfliteInt8Job:
                 for observer, calls in need.values():
                     for name in calls:
                         observer(values[name])
-        for watched, (observer, _) in need.items():
-            self._stats[watched] = copy.deepcopy(observer.state_dict())
+        for key, (observer, _) in need.items():
+            self._stats[key] = copy.deepcopy(observer.state_dict())
         return len(need)
 
     def _variant(self, float_layers: list[str], only: list[str] | None = None):
