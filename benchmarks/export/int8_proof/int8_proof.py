@@ -28,11 +28,17 @@ ROWS = {SEG: [("onnx-fp32", "fp32 ONNX (reference)"), ("onnx-int8", "full int8 O
               ("onnx-int8-mixed-strict", "mixed int8 ONNX (automatic, target 0.997)"),
               ("onnx-int8-mixed-mid", "mixed int8 ONNX (automatic, target 0.988)"), ("tflite-int8", "full int8 TFLite"),
               ("tflite-int8-mixed", "mixed int8 TFLite"), ("qat-onnx-int8", "QAT -> int8 ONNX"),
-              ("qat-tflite-int8", "QAT -> int8 TFLite")],
+              ("qat-tflite-int8", "QAT -> int8 TFLite"),
+              ("onnx-int8-unchecked", "full int8 ONNX, parity thresholds 0 (for latency)"),
+              ("tflite-int8-unchecked", "full int8 TFLite, parity thresholds 0 (for latency)"),
+              ("onnx-int8-auto", "mixed int8 ONNX, --calib-method auto, target 0.98")],
         CLS: [("onnx-fp32", "fp32 ONNX (reference)"), ("onnx-int8", "full int8 ONNX"),
               ("onnx-int8-mixed", "mixed int8 ONNX (automatic, target 0.99)"), ("tflite-int8", "full int8 TFLite"),
               ("tflite-int8-mixed", "mixed int8 TFLite (automatic, target 0.99)"),
-              ("qat-onnx-int8", "QAT -> int8 ONNX"), ("qat-tflite-int8", "QAT -> int8 TFLite")]}
+              ("qat-onnx-int8", "QAT -> int8 ONNX"), ("qat-tflite-int8", "QAT -> int8 TFLite"),
+              ("onnx-int8-unchecked", "full int8 ONNX, parity thresholds 0 (for latency)"),
+              ("tflite-int8-unchecked", "full int8 TFLite, parity thresholds 0 (for latency)"),
+              ("onnx-int8-auto", "mixed int8 ONNX, --calib-method auto, target 0.99")]}
 HEADER = {SEG: "| row | Dice agreement with fp32 (mean / min, frames) | test Dice | p50 ms @1 thr | × fp32 ONNX "
                f"| bundle MB | float layers | goals (≥{AGREEMENT_GOAL}, ≥{SPEEDUP_GOAL}×) |",
           CLS: "| row | top-1 agreement with fp32 (frames), max abs Δprob | test accuracy / macro-F1 | p50 ms @1 thr "
