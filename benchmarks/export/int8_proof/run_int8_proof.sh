@@ -36,6 +36,7 @@ FT=(--architecture resnet50 --epochs 6 --max-steps-per-epoch 40 --batch-size 8 -
 QAT_ARGS=${QAT_ARGS:---epochs 2 --max-steps-per-epoch 40 --batch-size 8 --threads 1}   # 80 steps x 8 images
 STRICT=${STRICT:-0.997}                    # segmentation: a stricter target than the goal, to make mixed precision act
 declare -A MID=([mnv3]=0.988)              # a target between full int8 and the strict run's best (on the search part)
+EXTRA=" busi-r50 busi-cls "                # unchecked full int8 (latency) and --calib-method auto rows
 EXPLAIN=" r50 busi-r50 "                   # sensitivity report (--explain) on the 0.98 mixed ONNX row of these
 PX=.venv/bin/pocus-export
 mkdir -p "$P"/{bundles,results,eval,qat}
@@ -94,6 +95,19 @@ proof_model() {  # M: every row of one model
   # 5d0b8e0 ($P/results/{r50,mnv3}-tflite-int8-mixed.failed); delete those files to build them now
   export_bundle "$m-tflite-int8-mixed" "$ck" --target tflite --precision int8 "${calib[@]}" --accuracy-target \
     "${TARGET[$m]}"
+  if [[ $EXTRA == *" $m "* ]]; then  # full int8 failed parity here: a bundle of it anyway, for the latency column
+    # (parity thresholds at 0, the manifest records them), and the calibration method picked on held-out frames
+    local relax=(--parity-threshold dice_mean=0 --parity-threshold dice_min=0)
+    [ "${TASK[$m]}" = cls ] && relax=(--parity-threshold top1_agreement=0 --parity-threshold prob_abs_diff_max=1)
+    # the sensitivity report too where the mixed row failed (a failed export writes no report)
+    local why=(); [[ $EXPLAIN == *" $m "* ]] && [ ! -f "$P/bundles/$m-onnx-int8-mixed/manifest.json" ] && why=(--explain)
+    export_bundle "$m-onnx-int8-unchecked" "$ck" --target onnx --precision int8 "${calib[@]}" --no-mixed-precision \
+      "${relax[@]}" "${why[@]}"
+    export_bundle "$m-tflite-int8-unchecked" "$ck" --target tflite --precision int8 "${calib[@]}" \
+      --no-mixed-precision "${relax[@]}"
+    export_bundle "$m-onnx-int8-auto" "$ck" --target onnx --precision int8 "${calib[@]}" --calib-method auto \
+      --accuracy-target "${TARGET[$m]}"
+  fi
   if [ ! -f "$P/qat/$m/metrics.json" ] && [ ! -f "$P/results/$m-qat.failed" ]; then
     log "qat $m ($QAT_ARGS)"
     /usr/bin/time -f "%e s" -o "$P/results/$m-qat.time" .venv/bin/pocus qat "$ck" --data "${DATASET[$m]}" \
@@ -151,7 +165,11 @@ case ${1:-all} in
 esac
 .venv/bin/python $HERE/int8_proof.py table "$P" $HERE
 for m in r50 busi-r50; do  # the sensitivity reports (--explain) beside the table
-  cp -f "$P/bundles/$m-onnx-int8-mixed/quant_report.png" "$HERE/${m//-/_}_quant_report.png" 2>/dev/null
-  cp -f "$P/bundles/$m-onnx-int8-mixed/quant_report.md" "$HERE/${m//-/_}_quant_report.md" 2>/dev/null
+  for row in onnx-int8-mixed onnx-int8-unchecked; do
+    [ -f "$P/bundles/$m-$row/quant_report.png" ] || continue
+    cp -f "$P/bundles/$m-$row/quant_report.png" "$HERE/${m//-/_}_quant_report.png"
+    cp -f "$P/bundles/$m-$row/quant_report.md" "$HERE/${m//-/_}_quant_report.md"
+    break
+  done
 done
 true
