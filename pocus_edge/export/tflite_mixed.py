@@ -111,24 +111,26 @@ def in_eval(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return graph
 
 
+def _is_observer(graph: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
+    from torchao.quantization.pt2e.observer import ObserverBase
+
+    return node.op == "call_module" and isinstance(graph.get_submodule(node.target), ObserverBase)
+
+
 def _observer_calls(prepared: torch.fx.GraphModule) -> dict[str, list[str]]:
     """{observer: the graph tensors it is called on, in graph order}. An observer is one module *instance*, named
     by the first of its names: PT2E registers a shared one (a concatenation and its inputs) under several names,
     and its state is over all the tensors of the group, which changes when a float layer leaves the group."""
-    from torchao.quantization.pt2e.observer import ObserverBase
-
-    def observer(node: torch.fx.Node):
-        return node.op == "call_module" and isinstance(prepared.get_submodule(node.target), ObserverBase)
 
     def tensor(node: torch.fx.Node) -> str:  # an observer may watch another's output: the same value
-        while observer(node):
+        while _is_observer(prepared, node):
             node = node.args[0]
         return node.name
 
     calls: dict[str, list[str]] = {}
     first: dict[int, str] = {}
     for node in prepared.graph.nodes:
-        if observer(node):
+        if _is_observer(prepared, node):
             module = prepared.get_submodule(node.target)
             calls.setdefault(first.setdefault(id(module), node.target), []).append(tensor(node.args[0]))
     return calls
@@ -149,13 +151,11 @@ def _observers(prepared: torch.fx.GraphModule) -> dict[str, tuple]:
 def _tensor_values(prepared: torch.fx.GraphModule, x: torch.Tensor, names: set[str]) -> dict[str, torch.Tensor]:
     """The float values of graph tensors `names` for input `x`: `prepared` run with its observers skipped (PT2E
     calibration runs the float graph, observers only watch, so these are the values any variant's observers see)."""
-    from torchao.quantization.pt2e.observer import ObserverBase
-
     got: dict[str, torch.Tensor] = {}
 
     class Recorder(torch.fx.Interpreter):
         def run_node(self, n: torch.fx.Node) -> Any:
-            if n.op == "call_module" and isinstance(self.module.get_submodule(n.target), ObserverBase):
+            if _is_observer(prepared, n):
                 return self.env[n.args[0]]
             value = super().run_node(n)
             if n.name in names:  # a copy: an in-place op later (relu_) would change what the observer saw

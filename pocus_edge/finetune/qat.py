@@ -393,6 +393,7 @@ def _start(prepared, evaluation: Evaluation, val, batches, n_batches: int, key: 
     return val[key], copy.deepcopy(prepared.state_dict()), [{"epoch": 0, "loss": None,
                                                               f"val_{key}_fake_quant": val[key]}]
 
+
 def _optimizer_steps(model, batches, task: str, optimizer, scheduler):
     """One optimizer step per (x, y) batch; yields (images in the batch, loss)."""
     from .train import _loss
