@@ -85,6 +85,15 @@ def test_forced_float_layer_by_module_path(tmp_path, phantom_dir):
     assert manifest["target_options"]["mixed_precision"]["float_compute_also"] == ["stem"]
 
 
+def test_search_works_with_channels_last_io(tmp_path, phantom_dir):
+    """--nhwc wraps the model in litert-torch's channel-last module (forward(*args)); the search captures it with a
+    dynamic batch like any other model (it once failed: dynamic_shapes keyed by the signature, not the tensor)."""
+    manifest = _export(tmp_path, "nhwc", phantom_dir, nhwc=True)
+    assert manifest["inputs"][0]["layout"] == "NHWC" and manifest["inputs"][0]["shape"] == [1, SIZE, SIZE, 3]
+    assert manifest["target_options"]["float_layers"] == ["fragile"]
+    assert manifest["parity"]["status"] == "passed"
+
+
 @pytest.mark.parametrize("options,message", [
     ({"float_layers": "decoder.blocks.9"}, r"--float-layers decoder.blocks.9: not a quantisable layer of this model's "
                                            r"TFLite model .*4 layers named like stem, body, fragile"),

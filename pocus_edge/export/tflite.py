@@ -71,12 +71,17 @@ def _ours_only(record: logging.LogRecord) -> bool:
     return f"{os.sep}pocus_edge{os.sep}" in record.pathname
 
 
+def channels_last_output(request: ExportRequest) -> bool:
+    """Whether the .tflite's output is NHWC: with --nhwc, a segmentation map is (a class vector has no layout)."""
+    return bool(request.options.get("nhwc")) and request.spec.task == "segmentation"
+
+
 def _layout_wrapped(request: ExportRequest) -> torch.nn.Module:
     import litert_torch
 
     if not request.options.get("nhwc"):
         return request.model
-    outputs = [0] if request.spec.task == "segmentation" else []
+    outputs = [0] if channels_last_output(request) else []
     return litert_torch.to_channel_last_io(request.model, args=[0], outputs=outputs).eval()
 
 

@@ -50,6 +50,18 @@ def layer_names(graph: torch.fx.GraphModule) -> list[str]:
     return list(dict.fromkeys(n for n in names if n))
 
 
+def strip_wrapper(graph: torch.fx.GraphModule, prefix: str) -> None:
+    """Rewrite the module paths the graph's nodes record so that a wrapper's child `prefix` (litert-torch's
+    channel-last wrapper calls the model `wrapped`) is not part of any layer name: --float-layers and the reports
+    use the model's own paths with or without --nhwc."""
+    for node in graph.graph.nodes:
+        stack = node.meta.get("nn_module_stack")
+        if stack:
+            node.meta["nn_module_stack"] = {
+                key: ("" if path == prefix else path.removeprefix(prefix + "."), kind)
+                for key, (path, kind) in stack.items()}
+
+
 def in_layers(node: torch.fx.Node, names: set[str]) -> bool:
     """Whether `node` was traced inside one of the modules `names`."""
     return any(path in names for path, _ in (node.meta.get("nn_module_stack") or {}).values())
@@ -174,15 +186,22 @@ class TfliteInt8Job:
                  scratch: Path, calibration: list[np.ndarray], eval_frames: list[np.ndarray]) -> None:
         from .progress import progress_of
         from .quantize import PRIMARY, postprocessing
+        from .tflite import channels_last_output
 
         self.example, self.scratch, self.thresholds = example, scratch, thresholds
         self.task, self.post, self.primary = request.spec.task, postprocessing(request), PRIMARY[request.spec.task]
+        self.channels_last = channels_last_output(request)  # scored as N x C x H x W, like every other target
         self.progress = progress_of(request)
         # any batch: scoring runs SCORE_BATCH frames per call, calibration and the .tflite one (traced from a
         # batch of 2, so that the batch size is not specialised to the example's 1)
-        batch = ({0: torch.export.Dim("batch", min=1, max=1024)},)
-        self.captured = in_eval(torch.export.export(module, (torch.cat([example, example]),),
-                                                    dynamic_shapes=batch).module())
+        # dynamic shape keyed by the tensor, not by the signature: --nhwc wraps the model in litert-torch's
+        # channel-last module, whose forward takes *args
+        pair = torch.cat([example, example])
+        batch = torch.export.ShapesCollection()
+        batch[pair] = {0: torch.export.Dim("batch", min=1, max=1024)}
+        self.captured = in_eval(torch.export.export(module, (pair,), dynamic_shapes=batch).module())
+        if module is not request.model:  # --nhwc: the wrapper's one child is the model
+            strip_wrapper(self.captured, next(n for n, child in module.named_children() if child is request.model))
         self.layers = layer_names(self.captured)
         self.rule_float: list[str] = []
         self.modules = {n: n for n in self.layers}
@@ -200,8 +219,9 @@ class TfliteInt8Job:
         frame_outputs."""
         from ..models.inference import torch_outputs
 
-        return np.concatenate([torch_outputs(model, np.concatenate(frames[i:i + SCORE_BATCH]))
-                               for i in range(0, len(frames), SCORE_BATCH)])
+        out = np.concatenate([torch_outputs(model, np.concatenate(frames[i:i + SCORE_BATCH]))
+                              for i in range(0, len(frames), SCORE_BATCH)])
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2)) if self.channels_last else out
 
     def _prepare(self, float_layers: list[str], only: list[str] | None = None):
         """(PT2E-prepared copy of the model with `float_layers` left in float, its quantiser)."""
