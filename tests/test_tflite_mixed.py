@@ -119,10 +119,10 @@ def test_io_float_turns_the_default_search_off_and_says_so():
 def _bare_job(module, calibration):
     """A TfliteInt8Job with only what calibration needs (no export request): the captured graph and frames."""
     from pocus_edge.export.progress import ExportProgress
-    from pocus_edge.export.tflite_mixed import TfliteInt8Job, in_eval, layer_names
+    from pocus_edge.export.tflite_mixed import TfliteInt8Job, capture, layer_names
 
     job = TfliteInt8Job.__new__(TfliteInt8Job)
-    job.captured = in_eval(torch.export.export(module.eval(), (torch.from_numpy(calibration[0]),)).module())
+    job.captured = capture(module.eval(), torch.from_numpy(calibration[0]))
     job.layers, job.calibration, job.progress = layer_names(job.captured), calibration, ExportProgress.silent()
     job._stats, job._recorder, job._full = {}, None, None
     return job
@@ -137,7 +137,7 @@ def test_one_calibration_pass_for_all_variants_gives_the_states_of_one_pass_each
     torch.manual_seed(0)
     module = Fragile() if arch == "fragile" else create_model("segmentation", arch, 1, None)
     rng = np.random.default_rng(0)
-    frames = [rng.random((1, 3, SIZE, SIZE), dtype=np.float32) for _ in range(4)]
+    frames = [rng.random((1, 3, SIZE, SIZE), dtype=np.float32) for _ in range(tflite_mixed.CALIB_BATCH + 3)]
     shared, own = _bare_job(module, frames), _bare_job(module, frames)
     passes = []
     real = tflite_mixed._tensor_values
@@ -145,7 +145,7 @@ def test_one_calibration_pass_for_all_variants_gives_the_states_of_one_pass_each
     layers = shared.layers[:: max(1, len(shared.layers) // 4)]  # U-Net: 5 of its 30 layers, first and last kept
     layers = list(dict.fromkeys([*layers, shared.layers[-1]]))
     variants = [([layer], None) for layer in layers] + [([], [layer]) for layer in layers]
-    assert shared.precalibrate(variants) > 0 and len(passes) == len(frames)  # one pass, not one per variant
+    assert shared.precalibrate(variants) > 0 and len(passes) == 2  # one pass (2 calls: 8 + 3), not one per variant
     x = torch.from_numpy(rng.random((1, 3, SIZE, SIZE), dtype=np.float32))
     for floats, only in variants:
         a, b = shared._variant(floats, only).model, own._variant(floats, only).model  # b: its own pass
