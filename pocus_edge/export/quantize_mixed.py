@@ -211,10 +211,11 @@ def _search(job, method: str, settings: dict[str, Any], report) -> tuple[list[st
     tried = ", ".join(f"{s['layer']} ({'kept' if s['kept'] else 'no gain'})" for s in steps) or "none"
     raise ExportError(
         f"int8 misses the accuracy target ({failing}) on {len(job.eval_frames)} held-out frames: full int8 "
-        f"{job.primary} {full[job.primary]:.4g}; best {current[job.primary]:.4g} with {len(floats)} layer(s) in "
-        f"float ({', '.join(floats) or 'none'}); tried in order: {tried} (--max-float-layers {limit} of "
-        f"{len(job.layers)}, at most {tries} tries). Nothing was written. Allow more with --max-float-layers N, "
-        "lower --accuracy-target, check the calibration frames (--calib-method auto), or export fp16")
+        f"({method} calibration) {job.primary} {full[job.primary]:.4g}; best {current[job.primary]:.4g} with "
+        f"{len(floats)} layer(s) in float ({', '.join(floats) or 'none'}); tried in order: {tried} "
+        f"(--max-float-layers {limit} of {len(job.layers)}, at most {tries} tries). Nothing was written. Allow "
+        "more with --max-float-layers N, lower --accuracy-target, check the calibration frames "
+        "(--calib-method auto), or export fp16")
 
 
 def rank_float_alone(job, method: str) -> list[str]:
