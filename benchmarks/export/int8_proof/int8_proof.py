@@ -22,7 +22,9 @@ GOAL = {SEG: ("dice_agreement_mean", AGREEMENT_GOAL), CLS: ("top1_agreement", TO
 MODELS = {"r50": ("HC18 U-Net-ResNet50 (teacher, kd/runs/hc18-teacher-r50-s0)", SEG),
           "mnv3": ("HC18 U-Net-MobileNetV3-Large (kd student, kd/runs/hc18-mobilenetv3_large_100-kd-s0)", SEG),
           "busi-r50": ("BUSI U-Net-ResNet50 (int8_proof/runs/busi-seg-r50-s0)", SEG),
-          "busi-cls": ("BUSI ResNet-50 classifier (int8_proof/runs/busi-cls-r50-s0)", CLS)}
+          "busi-cls": ("BUSI ResNet-50 classifier (int8_proof/runs/busi-cls-r50-s0)", CLS),
+          "busi-r50-long": ("BUSI U-Net-ResNet50, 20 epochs (int8_proof/runs/busi-seg-r50-long-s0)", SEG),
+          "busi-cls-long": ("BUSI ResNet-50 classifier, 20 epochs (int8_proof/runs/busi-cls-r50-long-s0)", CLS)}
 ROWS = {SEG: [("onnx-fp32", "fp32 ONNX (reference)"), ("onnx-int8", "full int8 ONNX"),
               ("onnx-int8-mixed", "mixed int8 ONNX (automatic, target 0.98)"),
               ("onnx-int8-mixed-strict", "mixed int8 ONNX (automatic, target 0.997)"),
@@ -43,7 +45,8 @@ HEADER = {SEG: "| row | Dice agreement with fp32 (mean / min, frames) | test Dic
                f"| bundle MB | float layers | goals (≥{AGREEMENT_GOAL}, ≥{SPEEDUP_GOAL}×) |",
           CLS: "| row | top-1 agreement with fp32 (frames), max abs Δprob | test accuracy / macro-F1 | p50 ms @1 thr "
                f"| × fp32 ONNX | bundle MB | float layers | goals (≥{TOP1_GOAL}, ≥{SPEEDUP_GOAL}×) |"}
-LATENCY_RUNS = ("latency.json", "latency-busi.json")  # one interleaved call per dataset (run_int8_proof.sh)
+# one interleaved call per dataset (run_int8_proof.sh)
+LATENCY_RUNS = ("latency.json", "latency-busi.json", "latency-busi-long.json")
 
 
 def splits(splits_csv: Path, data: Path, out: Path, prefix: str = "hc18") -> None:
