@@ -95,3 +95,18 @@ def test_a_layer_named_by_its_module_path_is_not_repeated():
     report = _report(1)
     report["layers"][0].update(layer="decoder.blocks.3.conv1.0", module="decoder.blocks.3.conv1.0")
     assert "| 1 | `decoder.blocks.3.conv1.0` | - | Conv |" in _markdown(report)
+
+
+def test_the_frames_the_report_scores_are_spread_over_the_held_out_set():
+    """The report and the layer ranking score the first EXPLAIN_FRAMES search frames; those must span the set (in
+    file-name order BUSI's first frames are all benign), and the whole set must stay, each frame once."""
+    from pocus_edge.export.quantize import EXPLAIN_FRAMES, search_frames
+
+    names = [f"benign_{i:03d}" for i in range(40)] + [f"malignant_{i:03d}" for i in range(15)]
+    names += [f"normal_{i:03d}" for i in range(4)]
+    order = search_frames(names)
+    assert sorted(order) == sorted(names) and len(order) == len(names)
+    first = order[:EXPLAIN_FRAMES]
+    assert first[0] == names[0] and first[-1] == names[-1]
+    assert {n.split("_")[0] for n in first} == {"benign", "malignant", "normal"}
+    assert search_frames(names[:3]) == names[:3] and search_frames([]) == []

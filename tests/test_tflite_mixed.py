@@ -140,8 +140,8 @@ def test_one_calibration_pass_for_all_variants_gives_the_states_of_one_pass_each
     frames = [rng.random((1, 3, SIZE, SIZE), dtype=np.float32) for _ in range(tflite_mixed.CALIB_BATCH + 3)]
     shared, own = _bare_job(module, frames), _bare_job(module, frames)
     passes = []
-    real = tflite_mixed._tensor_values
-    monkeypatch.setattr(tflite_mixed, "_tensor_values", lambda *a: passes.append(1) or real(*a))
+    real = tflite_mixed._feed_observers
+    monkeypatch.setattr(tflite_mixed, "_feed_observers", lambda *a: passes.append(1) or real(*a))
     layers = shared.layers[:: max(1, len(shared.layers) // 4)]  # U-Net: 5 of its 30 layers, first and last kept
     layers = list(dict.fromkeys([*layers, shared.layers[-1]]))
     variants = [([layer], None) for layer in layers] + [([], [layer]) for layer in layers]

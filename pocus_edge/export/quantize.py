@@ -37,6 +37,16 @@ EXPLAIN_FRAMES = 8  # held-out frames per sensitivity variant
 log = logging.getLogger(__name__)
 
 
+def search_frames(frames: list) -> list:
+    """The held-out search frames with EXPLAIN_FRAMES of them, evenly spaced over the whole set, moved first: the
+    sensitivity report and the layer ranking score the first EXPLAIN_FRAMES only, and the set comes in file-name
+    order (BUSI: every first frame benign). Agreement on the whole set does not depend on the order."""
+    n = len(frames)
+    first = list(dict.fromkeys(round(i * (n - 1) / max(EXPLAIN_FRAMES - 1, 1)) for i in range(min(EXPLAIN_FRAMES, n))))
+    rest = set(range(n)) - set(first)
+    return [frames[i] for i in first] + [frames[i] for i in sorted(rest)]
+
+
 def calibration_batches(request: ExportRequest) -> list[np.ndarray]:
     """The calibration frames as 1 x C x S x S float32 model inputs."""
     return list(_inputs(request, "calibration"))
@@ -184,7 +194,7 @@ def quantize_onnx_static(src: Path, dst: Path, request: ExportRequest, symmetric
         _copy_module_names(src, prepared)
         progress = progress_of(request)
         job = Int8Job(prepared, scratch, request.spec.task, postprocessing(request), symmetric_activations,
-                      list(_inputs(request, "parity")), _thresholds(request, settings["target"]),
+                      search_frames(list(_inputs(request, "parity"))), _thresholds(request, settings["target"]),
                       output_linear_layers(prepared), progress=progress)
         from .quantize_mixed import check_names, choose
 

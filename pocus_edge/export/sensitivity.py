@@ -51,7 +51,8 @@ def layer_sensitivity(job, method: str) -> dict[str, Any]:
         row["rank"] = rank
     full = job.score(job.full(method), len(frames))
     return {"method": method, "metric": job.primary, "frames": len(frames),
-            "frames_note": f"first {len(frames)} of {len(job.eval_frames)} held-out parity frames",
+            "frames_note": f"{len(frames)} of {len(job.eval_frames)} held-out parity frames, evenly spaced in "
+                           "file-name order",
             "full_int8": {job.primary: round(full[job.primary], 6), "output_sqnr_db": full["output_sqnr_db"]},
             "layers_in_float_by_rule": job.rule_float, "seconds": round(time.perf_counter() - start, 1),
             "layers": rows}

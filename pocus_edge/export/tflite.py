@@ -168,7 +168,7 @@ def _convert_int8(module: torch.nn.Module, request: ExportRequest, path: Path) -
     import shutil
     import tempfile
 
-    from .quantize import _inputs, _settings, _thresholds, calibration_batches
+    from .quantize import _inputs, _settings, _thresholds, calibration_batches, search_frames
     from .quantize_mixed import check_names, choose
     from .tflite_mixed import METHOD, TfliteInt8Job
 
@@ -179,8 +179,9 @@ def _convert_int8(module: torch.nn.Module, request: ExportRequest, path: Path) -
     settings = _settings(request)
     scratch = Path(tempfile.mkdtemp(prefix=".int8-", dir=path.parent))
     try:
+        search = layout(search_frames(list(_inputs(request, "parity"))))
         job = TfliteInt8Job(module, _example(request), request, _thresholds(request, settings["target"]), scratch,
-                            layout(calibration_batches(request)), layout(_inputs(request, "parity")))
+                            layout(calibration_batches(request)), search)
         if settings["forced"]:
             check_names(job, settings["forced"])
         job.progress.stage(f"calibrate on {len(job.calibration)} frames", len(job.calibration))

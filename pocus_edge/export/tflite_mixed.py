@@ -163,23 +163,43 @@ def _observers(prepared: torch.fx.GraphModule) -> dict[str, tuple]:
     return {k: _observer_key(prepared.get_submodule(k), v) for k, v in _observer_calls(prepared).items()}
 
 
-def _tensor_values(prepared: torch.fx.GraphModule, x: torch.Tensor, names: set[str]) -> dict[str, torch.Tensor]:
-    """The float values of graph tensors `names` for input `x`: `prepared` run with its observers skipped (PT2E
-    calibration runs the float graph, observers only watch, so these are the values any variant's observers see)."""
-    got: dict[str, torch.Tensor] = {}
+def _feed_observers(prepared: torch.fx.GraphModule, x: torch.Tensor,
+                    need: list[tuple[torch.nn.Module, list[str]]]) -> None:
+    """Run `prepared` on `x` with its own observers skipped (PT2E calibration runs the float graph; observers only
+    watch, so these are the values any variant's observers see) and call each observer of `need` on its tensors,
+    in its own call order, as soon as the last of them is computed. A tensor is held (a copy: an in-place op
+    later, relu_, would change it) only until every observer watching it has been called, so memory stays that of
+    a forward pass plus the inputs of shared observers (a concatenation's), not every watched activation."""
+    watchers: dict[str, list[int]] = {}
+    for i, (_, calls) in enumerate(need):
+        for name in set(calls):
+            watchers.setdefault(name, []).append(i)
+    missing = [len(set(calls)) for _, calls in need]
+    readers = {name: len(who) for name, who in watchers.items()}
+    held: dict[str, torch.Tensor] = {}
 
-    class Recorder(torch.fx.Interpreter):
+    class Feeder(torch.fx.Interpreter):
         def run_node(self, n: torch.fx.Node) -> Any:
             if _is_observer(prepared, n):
                 return self.env[n.args[0]]
             value = super().run_node(n)
-            if n.name in names:  # a copy: an in-place op later (relu_) would change what the observer saw
-                got[n.name] = value.clone()
+            if n.name in watchers:
+                held[n.name] = value.clone()
+                for i in watchers[n.name]:
+                    missing[i] -= 1
+                    if missing[i]:
+                        continue
+                    observer, calls = need[i]
+                    for name in calls:
+                        observer(held[name])
+                    for name in set(calls):
+                        readers[name] -= 1
+                        if not readers[name]:
+                            del held[name]
             return value
 
     with torch.no_grad():
-        Recorder(prepared).run(x)
-    return got
+        Feeder(prepared).run(x)
 
 
 def capture(module: torch.nn.Module, example: torch.Tensor) -> torch.fx.GraphModule:
@@ -259,15 +279,11 @@ class TfliteInt8Job:
         need = {k: v for k, v in need.items() if set(v[1]) <= present}
         if not need:
             return 0
-        names = {name for _, calls in need.values() for name in calls}
         self.progress.stage(f"calibrate the {len(need)} new observers of {len(variants)} variants "
                             f"({len(self.calibration)} frames, one pass)", len(self.calibration))
-        with torch.no_grad():
-            for x in self._calibration_calls(counted=True):
-                values = _tensor_values(self._recorder, x, names)
-                for observer, calls in need.values():
-                    for name in calls:
-                        observer(values[name])
+        observers = list(need.values())
+        for x in self._calibration_calls(counted=True):
+            _feed_observers(self._recorder, x, observers)
         for key, (observer, _) in need.items():
             self._stats[key] = copy.deepcopy(observer.state_dict())
         return len(need)
