@@ -126,6 +126,23 @@ def in_eval(graph: torch.fx.GraphModule) -> torch.fx.GraphModule:
     return graph
 
 
+# functools.cache'd device lookups that keep every model they see alive (torchao PR 2983, PyTorch PR 162550)
+DEVICE_CACHES = (("torchao.utils", "_assert_and_get_unique_device"),
+                 ("torch.ao.quantization.fx.utils", "assert_and_get_unique_device"))
+
+
+def forget_torchao_modules() -> None:
+    """Empty the DEVICE_CACHES: prepare_pt2e and convert_pt2e add every model they see to them, so each
+    per-layer variant of the search and the report stayed in memory (a 256-px U-Net-ResNet50 report grew about
+    130 MB per variant until the kernel killed it at 24 GB)."""
+    import importlib
+
+    for module, name in DEVICE_CACHES:
+        cached = getattr(importlib.import_module(module), name, None)
+        if hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+
+
 def _is_observer(graph: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
     from torchao.quantization.pt2e.observer import ObserverBase
 
@@ -257,7 +274,9 @@ class TfliteInt8Job:
         from .tflite import int8_quantizer
 
         quantizer = int8_quantizer(float_layers=float_layers, only=only)
-        return quantize_pt2e.prepare_pt2e(copy.deepcopy(self.captured), quantizer), quantizer
+        prepared = quantize_pt2e.prepare_pt2e(copy.deepcopy(self.captured), quantizer)
+        forget_torchao_modules()
+        return prepared, quantizer
 
     def precalibrate(self, variants: list[tuple[list[str], list[str] | None]]) -> int:
         """Calibrate, in ONE pass over the calibration frames, every observer the (float_layers, only) `variants`
@@ -315,6 +334,7 @@ class TfliteInt8Job:
             for m, w in watched.items():
                 prepared.get_submodule(m).load_state_dict(self._stats[w])
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+        forget_torchao_modules()
         converted.training = False  # traced from the eval model (no dropout/BatchNorm to move): for torch_outputs
         return SimpleNamespace(model=converted, quantizer=quantizer, floats=list(float_layers), path=None)
 
@@ -404,7 +424,7 @@ def _node_values(graph: torch.fx.GraphModule, frames: list[np.ndarray], name: st
         def run_node(self, n: torch.fx.Node) -> Any:
             value = super().run_node(n)
             if n.name == name:
-                got.append(value.detach().float().numpy())
+                got.append(value.detach().float().numpy().copy())  # a later in-place op (relu_) would change it
             return value
 
     got: list[np.ndarray] = []
