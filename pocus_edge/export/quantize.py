@@ -42,9 +42,9 @@ def search_frames(frames: list) -> list:
     sensitivity report and the layer ranking score the first EXPLAIN_FRAMES only, and the set comes in file-name
     order (BUSI: every first frame benign). Agreement on the whole set does not depend on the order."""
     n = len(frames)
-    first = list(dict.fromkeys(round(i * (n - 1) / max(EXPLAIN_FRAMES - 1, 1)) for i in range(min(EXPLAIN_FRAMES, n))))
-    rest = set(range(n)) - set(first)
-    return [frames[i] for i in first] + [frames[i] for i in sorted(rest)]
+    first = list(dict.fromkeys(np.linspace(0, n - 1, min(EXPLAIN_FRAMES, n)).round().astype(int).tolist()))
+    chosen = set(first)
+    return [frames[i] for i in first] + [frames[i] for i in range(n) if i not in chosen]
 
 
 def calibration_batches(request: ExportRequest) -> list[np.ndarray]:
