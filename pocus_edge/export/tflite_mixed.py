@@ -131,7 +131,7 @@ DEVICE_CACHES = (("torchao.utils", "_assert_and_get_unique_device"),
                  ("torch.ao.quantization.fx.utils", "assert_and_get_unique_device"))
 
 
-def forget_torchao_modules() -> None:
+def forget_cached_models() -> None:
     """Empty the DEVICE_CACHES: prepare_pt2e and convert_pt2e add every model they see to them, so each
     per-layer variant of the search and the report stayed in memory (a 256-px U-Net-ResNet50 report grew about
     130 MB per variant until the kernel killed it at 24 GB)."""
@@ -275,7 +275,7 @@ class TfliteInt8Job:
 
         quantizer = int8_quantizer(float_layers=float_layers, only=only)
         prepared = quantize_pt2e.prepare_pt2e(copy.deepcopy(self.captured), quantizer)
-        forget_torchao_modules()
+        forget_cached_models()
         return prepared, quantizer
 
     def precalibrate(self, variants: list[tuple[list[str], list[str] | None]]) -> int:
@@ -334,7 +334,7 @@ class TfliteInt8Job:
             for m, w in watched.items():
                 prepared.get_submodule(m).load_state_dict(self._stats[w])
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
-        forget_torchao_modules()
+        forget_cached_models()
         converted.training = False  # traced from the eval model (no dropout/BatchNorm to move): for torch_outputs
         return SimpleNamespace(model=converted, quantizer=quantizer, floats=list(float_layers), path=None)
 
