@@ -254,6 +254,25 @@ def test_a_selected_list_drives_distill_and_another_list_cannot_resume(cine_dir,
         run_distillation(load_config(yaml_path, {"out": str(run), "resume": True}))
 
 
+def test_a_list_trains_with_the_crop_setting_it_was_selected_with(cine_dir, tmp_path):
+    from pocus_edge.distill.config import load_config
+    from pocus_edge.distill.ddp import init_distributed
+    from pocus_edge.distill.setup import prepare_data
+
+    out = tmp_path / "sel.txt"
+    select_frames(_settings(cine_dir, out, "random", budget="8", near_threshold=-1))
+    assert "# crop_overlays: false" in out.read_text().splitlines()
+    yaml_path = tiny_config_yaml(tmp_path / "c.yaml", cine_dir, data_list=str(out), held_out_fraction=0.0,
+                                 batch_size=4)
+    assert len(prepare_data(load_config(yaml_path, {"out": str(tmp_path / "r")}), init_distributed()).train) == 8
+    cropping = load_config(yaml_path, {"out": str(tmp_path / "r"), "crop_overlays": True})
+    with pytest.raises(DataError, match="selected on uncropped frames, but this run crops them"):
+        prepare_data(cropping, init_distributed())
+    out.write_text(out.read_text().replace("# crop_overlays: false", "# crop_overlays: true"))
+    with pytest.raises(DataError, match="selected on frames cropped to the ultrasound region"):
+        prepare_data(load_config(yaml_path, {"out": str(tmp_path / "r")}), init_distributed())
+
+
 def test_unknown_list_entry_is_a_clear_cli_error(cine_dir, tmp_path, capsys):
     bad = tmp_path / "bad.txt"
     bad.write_text(f"{cine_dir / 'loop0_f0.png'}\n{cine_dir / 'nope.png'}\n")

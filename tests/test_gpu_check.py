@@ -38,7 +38,7 @@ def test_dry_run_goes_through_every_phase_and_writes_json_and_markdown(tmp_path)
     assert flops["train_step_per_image"] > flops["teacher_forward_per_image"] > 0
     assert flops["per_optimizer_step"] == pytest.approx(flops["train_step_per_image"] * 8)
     runs = {run["name"]: run for run in report["runs"]}
-    assert list(runs) == ["eager bf16", "torch.compile bf16", "DDP 2 processes on one device"]
+    assert list(runs) == ["eager bf16", "DDP 2 processes on one device", "torch.compile bf16"]  # compile last
     for run in runs.values():
         assert run["status"] == "ok", run
         assert run["images_per_s"] > 0 and run["steps_timed"] == 2 and run["tflops"] > 0
@@ -85,6 +85,7 @@ def test_flops_and_report_arithmetic_and_a_refused_ddp_run_is_said():
     refused = {"name": "DDP 2 processes on one device", "status": "not possible", "backend": "nccl",
                "reason": "nccl refused or failed 2 processes on one device: DistBackendError: Duplicate GPU detected"}
     report = {"dry_run": False, "command": "benchmarks/gpu/check.sh", "created_at": "now", "peak_tflops": 790.0,
+              "peak_source": "H200 bf16 matmul peak measured in this workplace", "matmul_bf16_tflops": 702.3,
               "environment": {"device": "cuda:0", "gpu": "NVIDIA H200", "torch": "2.11", "timm": "1.0.20"},
               "setup": {"teacher": "vit_base_patch16_dinov3", "student": "resnet50", "image_size": 256,
                         "objective": "token-mse", "global_batch": 512, "micro_batch": 128, "accum_steps": 4},
@@ -94,6 +95,28 @@ def test_flops_and_report_arithmetic_and_a_refused_ddp_run_is_said():
     assert "| DDP 2 processes on one device | not possible |" in text
     assert "- DDP 2 processes on one device: nccl refused or failed 2 processes on one device: " in text
     assert "80.0 GFLOP (teacher forward 47.0)" in text
+    assert "790.0 TFLOP/s (H200 bf16 matmul peak measured in this workplace); a bf16 8192^3 matmul ran at 702.3" in text
+
+
+def test_the_check_times_the_distill_loops_own_step(monkeypatch):
+    """Not a copy of the step: Bench calls TrainStep.train_step, with the loop's channels_last student."""
+    from pocus_edge.distill.trainer import TrainStep
+
+    check = _load()
+    calls = []
+    original = TrainStep.train_step
+
+    def spy(self, micro_batches):
+        calls.append(len(micro_batches))
+        return original(self, micro_batches)
+
+    monkeypatch.setattr(TrainStep, "train_step", spy)
+    bench = check.Bench(check.parse_args(["--dry-run"]), torch.device("cpu"))
+    loss = bench.step()
+    assert calls == [2] and loss > 0 and bench.trainer.step == 1
+    conv = bench.trainer.student.encoder.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last)
+    assert check.bf16_peak(check.parse_args(["--dry-run"]), torch.device("cpu"))[:2] == (None, "none on CPU")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")

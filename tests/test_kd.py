@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -67,6 +68,20 @@ def _cfg(kd_setup, out, **overrides) -> KDConfig:
                   threads=1, quiet=True, finetune_epochs=1, finetune_batch_size=8, finetune_max_steps_per_epoch=2)
     values.update(overrides)
     return KDConfig(**values)
+
+
+def test_a_transfer_list_limits_stage_one_to_the_listed_frames(kd_setup, tmp_path):
+    from pocus_edge.data.frame_list import write_frame_list
+    from pocus_edge.distill.ddp import init_distributed
+
+    transfer = kd_setup[2]
+    listed = sorted(str(p.resolve()) for p in (transfer / "images").glob("*.png"))[:10]
+    write_frame_list(tmp_path / "list.txt", listed, ["hand-made list"])
+    cfg = _cfg(kd_setup, tmp_path / "run", data=[str(transfer)], data_list=str(tmp_path / "list.txt"),
+               held_out_fraction=0.0, batch_size=4).validate()
+    data = TaskKD(cfg).prepare_data(cfg, init_distributed())
+    assert sorted(str(Path(f.path).resolve()) for f in data.train) == listed
+    assert data.unlisted > 0 and len(data.data_list_sha256) == 64
 
 
 def test_teacher_stays_frozen_through_a_kd_step(kd_setup, tmp_path):

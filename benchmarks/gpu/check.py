@@ -4,12 +4,16 @@ torch.compile off and on, and a 2-process DDP run on one GPU when NCCL allows it
 Run it through check.sh (which picks or sets up Python and holds the time limit). It writes check.json and check.md
 (`--dry-run`: dry_run.json / dry_run.md) into --out after every phase, so a run cut short still leaves its results.
 
-What is measured is the loop's own step (trainer.Distiller._train_step): the method's loss (`--objective`) under
-bf16 autocast per micro-batch, its value read back to the host as the loop does, AdamW + schedule once per global
-batch. Teacher weights are random (no DINOv3 weights here; the FLOPs and speed are the same) and the inputs are
-random tensors already on the GPU: data loading is not part of this number. FLOPs are counted with
+What is measured is the loop's own step, called, not copied (trainer.TrainStep.train_step, with the loop's
+channels_last student, fused AdamW, mixup and one host sync per step): the method's loss (`--objective`) under bf16
+autocast per micro-batch, AdamW + schedule once per global batch. Teacher weights are random (no DINOv3 weights
+here; the FLOPs and speed are the same) and the inputs are random tensors already on the GPU: data loading is not
+part of this number. FLOPs are counted with
 torch.utils.flop_counter on one micro-batch (teacher forward, student forward and backward; the optimizer's
-elementwise work is not counted). `--dry-run` runs the same phases on CPU at CI size (tiny teacher, 64 px).
+elementwise work is not counted). The share of peak is against the bf16 peak of the GPU: 790 TFLOP/s on an H200
+(measured there), else a dense bf16 matmul timed at the start of the run (`--peak-tflops` overrides). Order: eager,
+2-process DDP, then torch.compile, whose compile time is the hardest to bound. `--dry-run` runs the same phases on
+CPU at CI size (tiny teacher, 64 px).
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import socket
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,7 +36,8 @@ import torch  # noqa: E402
 from check_report import write_report  # noqa: E402
 
 from pocus_edge.distill.config import DistillConfig  # noqa: E402
-from pocus_edge.distill.setup import build_optimizer  # noqa: E402
+from pocus_edge.distill.ddp import DistEnv  # noqa: E402
+from pocus_edge.distill.trainer import OBJECTIVES, TrainStep  # noqa: E402
 
 H200_BF16_PEAK_TFLOPS = 790.0  # dense bf16 8192^3 matmul measured on an H200 here (/work/.library/device/KINDS.md)
 TINY_TEACHER = {"depth": 3, "embed_dim": 48, "num_heads": 2}  # as tests/conftest.py
@@ -50,7 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--micro-batch", type=int, help="per process; the global batch is reached by accumulation")
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--steps", type=int, help="timed optimizer steps per run")
-    p.add_argument("--peak-tflops", type=float, help="the device's bf16 peak [790 on a GPU, none on CPU]")
+    p.add_argument("--peak-tflops", type=float,
+                   help="the device's bf16 peak [790 on an H200, else a timed bf16 matmul; none on CPU]")
     p.add_argument("--no-compile", action="store_true")
     p.add_argument("--no-ddp", action="store_true")
     p.add_argument("--ddp-timeout-s", type=float, default=240.0)
@@ -64,8 +69,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    if args.peak_tflops is None and not dry:
-        args.peak_tflops = H200_BF16_PEAK_TFLOPS
     return args
 
 
@@ -82,67 +85,78 @@ def distill_config(args: argparse.Namespace) -> DistillConfig:
 
 
 class Bench:
-    """Models, optimizer and fixed random micro-batches on one device, stepped as the distill loop steps."""
+    """The distill loop's TrainStep and fixed random micro-batches on one device."""
 
-    def __init__(self, args: argparse.Namespace, device: torch.device, world_size: int = 1):
-        from pocus_edge.distill.trainer import OBJECTIVES
-
+    def __init__(self, args: argparse.Namespace, device: torch.device, world_size: int = 1, rank: int = 0):
         self.cfg = distill_config(args)
         self.device = device
-        self.method = OBJECTIVES[self.cfg.objective]()
-        self.teacher, self.student = self.method.build_models(self.cfg, device)
-        self.optimizer, self.scheduler = build_optimizer(self.cfg, self.student, 10_000)
         per_process = args.global_batch // world_size
         if per_process % args.micro_batch:
             raise SystemExit(f"--global-batch {args.global_batch} over {world_size} process(es) is not a multiple of "
                              f"--micro-batch {args.micro_batch}")
         self.accum = per_process // args.micro_batch
+        env = DistEnv(rank=rank, world_size=world_size, local_rank=0, device=device)
+        self.trainer = TrainStep(self.cfg, env, OBJECTIVES[self.cfg.objective](), total_steps=10_000)
         g = torch.Generator().manual_seed(0)
         size = (args.micro_batch, 3, args.image_size, args.image_size)
         self.batches = [torch.randn(size, generator=g).to(device) for _ in range(self.accum)]
-        self.step_count = 0
 
-    def loss(self, images: torch.Tensor, teacher=None, student=None) -> torch.Tensor:
-        with torch.autocast(self.device.type, dtype=torch.bfloat16):
-            return self.method.loss(self.teacher if teacher is None else teacher,
-                                    self.student if student is None else student, images)
+    def loss(self, images: torch.Tensor) -> torch.Tensor:
+        t = self.trainer
+        with torch.autocast(self.device.type, dtype=t.amp_dtype, enabled=t.amp_dtype is not None):
+            return t.method.loss(t.teacher, t.student, images)
 
-    def step(self, teacher=None, student=None, ddp: bool = False) -> float:
-        """One optimizer step over the accumulated micro-batches (as trainer.Distiller._train_step)."""
-        student = self.student if student is None else student
-        self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for i, images in enumerate(self.batches):
-            self.method.batch_seed = self.step_count * 997 + i * 31
-            sync = student.no_sync() if ddp and i < self.accum - 1 else nullcontext()
-            with sync:
-                loss = self.loss(images, teacher, student) / self.accum
-            loss.backward()
-            total += float(loss.detach())
-        self.optimizer.step()
-        self.scheduler.step()
-        self.step_count += 1
-        return total
+    def step(self) -> float:
+        """One optimizer step of the distill loop over the accumulated micro-batches."""
+        return self.trainer.train_step(self.batches)
 
     def release(self) -> None:
         """Drop models, optimizer state and batches (the DDP processes need the memory)."""
-        self.teacher = self.student = self.optimizer = self.scheduler = None
+        self.trainer = None
         self.batches = []
 
     def count_flops(self) -> dict:
         """FLOPs per image: teacher forward alone, and the whole micro-batch step (forward + backward)."""
         from torch.utils.flop_counter import FlopCounterMode
 
-        images = self.batches[0]
+        images, t = self.batches[0], self.trainer
         with FlopCounterMode(display=False) as teacher_count, torch.autocast(self.device.type, dtype=torch.bfloat16):
-            self.teacher(images)
+            t.teacher(images)
         with FlopCounterMode(display=False) as step_count:
             self.loss(images).backward()
-        self.optimizer.zero_grad(set_to_none=True)
+        t.optimizer.zero_grad(set_to_none=True)
         n = images.shape[0]
         per_image = step_count.get_total_flops() / n
         return {"train_step_per_image": per_image, "teacher_forward_per_image": teacher_count.get_total_flops() / n,
                 "per_optimizer_step": per_image * n * self.accum}
+
+
+def matmul_bf16_tflops(device: torch.device, seconds: float = 2.0, n: int = 8192) -> float:
+    """Dense bf16 n^3 matmul throughput on this GPU, timed for about `seconds` (the practical peak)."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    done, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(10):
+            a @ b
+        done += 10
+        sync(device)
+    return 2 * n**3 * done / (time.perf_counter() - t0) / 1e12
+
+
+def bf16_peak(args: argparse.Namespace, device: torch.device) -> tuple[float | None, str, float | None]:
+    """(peak TFLOP/s the share is taken against, where it comes from, the matmul measured here or None)."""
+    if device.type != "cuda":
+        return args.peak_tflops, "--peak-tflops" if args.peak_tflops else "none on CPU", None
+    measured = round(matmul_bf16_tflops(device), 1)
+    if args.peak_tflops:
+        return args.peak_tflops, "--peak-tflops", measured
+    if "H200" in torch.cuda.get_device_name(device):
+        return H200_BF16_PEAK_TFLOPS, "H200 bf16 matmul peak measured in this workplace", measured
+    return measured, "bf16 8192^3 matmul timed at the start of this run", measured
 
 
 def sync(device: torch.device) -> None:
@@ -163,20 +177,24 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def timed_steps(bench: Bench, args, deadline: float, **step_kwargs) -> dict:
-    """Warm-up steps (the first one timed apart: it includes compilation), then timed steps until the deadline."""
+def timed_steps(bench: Bench, args, deadline: float, agree=None) -> dict:
+    """Warm-up steps (the first one timed apart: it includes compilation), then timed steps until the deadline.
+
+    agree(out_of_time) -> bool makes the processes of a DDP run stop at the same step (one would hang otherwise).
+    """
     t0 = time.perf_counter()
-    bench.step(**step_kwargs)
+    bench.step()
     sync(bench.device)
     first = time.perf_counter() - t0
     for _ in range(args.warmup_steps - 1):
-        bench.step(**step_kwargs)
+        bench.step()
     sync(bench.device)
     done, t0 = 0, time.perf_counter()
     for _ in range(args.steps):
-        if time.monotonic() > deadline:
+        out_of_time = time.monotonic() > deadline
+        if (agree(out_of_time) if agree else out_of_time):
             break
-        bench.step(**step_kwargs)
+        bench.step()
         done += 1
     sync(bench.device)
     seconds = time.perf_counter() - t0
@@ -234,10 +252,17 @@ def ddp_worker(args: argparse.Namespace) -> int:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=60))
-        bench = Bench(args, device, world_size=2)
-        ddp = DistributedDataParallel(bench.student, device_ids=[0] if device.type == "cuda" else None)
+        bench = Bench(args, device, world_size=2, rank=rank)
+        student = bench.trainer.student
+        bench.trainer.student = DistributedDataParallel(student, device_ids=[0] if device.type == "cuda" else None)
+
+        def agree(out_of_time: bool) -> bool:  # stop when either rank is out of time
+            flag = torch.tensor([float(out_of_time)], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            return bool(flag.item())
+
         reset_peak(device)
-        result.update(timed_steps(bench, args, time.monotonic() + args.deadline_s, student=ddp, ddp=True))
+        result.update(timed_steps(bench, args, time.monotonic() + args.deadline_s, agree=agree))
         result.update(peak_memory_gib(device), accum_steps=bench.accum, micro_batch=args.micro_batch)
         dist.barrier()
         dist.destroy_process_group()
@@ -299,21 +324,21 @@ def compiled_run(bench: Bench, args: argparse.Namespace, deadline: float) -> dic
     backend = "aot_eager" if args.dry_run else "inductor"
 
     def measure() -> dict:
-        teacher = torch.compile(bench.teacher, backend=backend)
-        student = torch.compile(bench.student, backend=backend)
+        t = bench.trainer
+        t.teacher, t.student = torch.compile(t.teacher, backend=backend), torch.compile(t.student, backend=backend)
         reset_peak(bench.device)
-        return {**timed_steps(bench, args, deadline, teacher=teacher, student=student),
-                **peak_memory_gib(bench.device)}
+        return {**timed_steps(bench, args, deadline), **peak_memory_gib(bench.device)}
 
     return attempt({"name": "torch.compile bf16", "backend": backend}, measure)
 
 
-def new_report(args: argparse.Namespace, bench: Bench) -> dict:
+def new_report(args: argparse.Namespace, bench: Bench, peak: tuple) -> dict:
     return {
-        "schema": "pocus-edge gpu check 1", "dry_run": args.dry_run,
+        "schema": "pocus-edge gpu check 2", "dry_run": args.dry_run,
         "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(["benchmarks/gpu/check.sh", *args.argv]),
-        "environment": environment(bench.device), "peak_tflops": args.peak_tflops,
+        "environment": environment(bench.device), "peak_tflops": peak[0], "peak_source": peak[1],
+        "matmul_bf16_tflops": peak[2],
         "setup": {"teacher": bench.cfg.teacher, "teacher_weights": "random", "student": bench.cfg.student,
                   "image_size": args.image_size, "objective": args.objective, "global_batch": args.global_batch,
                   "micro_batch": args.micro_batch, "accum_steps": bench.accum, "precision": "bf16",
@@ -337,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no CUDA GPU is visible; run with --dry-run on CPU", file=sys.stderr)
         return 2
     bench = Bench(args, device)
-    report = new_report(args, bench)
+    report = new_report(args, bench, bf16_peak(args, device))
+    peak = report["peak_tflops"]
 
     def record(run: dict, pending: bool = False) -> None:
         """Add a finished run (replacing its placeholder) or, with pending, a placeholder a kill would leave."""
@@ -346,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         if pending:
             run = {**run, "status": "did not finish", "pending": True,
                    "reason": "still running when the time limit stopped the check"}
-        report["runs"].append(with_flops(run, report["flops"], args.peak_tflops))
+        report["runs"].append(with_flops(run, report["flops"], peak))
         report["elapsed_s"] = round(time.monotonic() - start, 1)
         write_report(report, args.out, "dry_run" if args.dry_run else "check")
         if not pending:
@@ -358,25 +384,21 @@ def main(argv: list[str] | None = None) -> int:
     record(attempt({"name": "eager bf16"}, lambda: {**timed_steps(bench, args, deadline),
                                                     **peak_memory_gib(device)}))
     eager_ok = report["runs"][0]["status"] == "ok"
-    if args.no_compile:
-        record({"name": "torch.compile bf16", "status": "skipped", "reason": "--no-compile"})
-    elif time.monotonic() > deadline - 60:
-        record({"name": "torch.compile bf16", "status": "skipped", "reason": "out of time"})
-    else:
-        record({"name": "torch.compile bf16"}, pending=True)
-        record(compiled_run(bench, args, deadline))
-        torch._dynamo.reset()  # drop the compiled graphs and the models they hold before DDP starts
-    bench.release()
+    bench.release()  # the DDP processes need the memory
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    name = "DDP 2 processes on one device"
-    if args.no_ddp:
-        record({"name": name, "status": "skipped", "reason": "--no-ddp"})
-    elif time.monotonic() > deadline - 45:
-        record({"name": name, "status": "skipped", "reason": "out of time"})
-    else:
-        record({"name": name}, pending=True)
-        record({"name": name, **run_ddp(args, deadline - time.monotonic())})
+    phases = (("DDP 2 processes on one device", args.no_ddp, "--no-ddp", 45,
+               lambda: run_ddp(args, deadline - time.monotonic())),
+              ("torch.compile bf16", args.no_compile, "--no-compile", 60,  # last: its compile is hardest to bound
+               lambda: compiled_run(Bench(args, device), args, deadline)))
+    for name, off, flag, needs_s, measure in phases:
+        if off:
+            record({"name": name, "status": "skipped", "reason": flag})
+        elif time.monotonic() > deadline - needs_s:
+            record({"name": name, "status": "skipped", "reason": "out of time"})
+        else:
+            record({"name": name}, pending=True)
+            record({"name": name, **measure()})
     return 0 if eager_ok else 1
 
 

@@ -22,6 +22,12 @@ def _cell(run: dict, key: str, fmt: str = "{}") -> str:
     return "–" if value is None else fmt.format(value)
 
 
+def _peak(report: dict) -> str:
+    peak, measured = report.get("peak_tflops"), report.get("matmul_bf16_tflops")
+    text = f"{peak} TFLOP/s ({report.get('peak_source', 'given')})" if peak else "none (CPU)"
+    return text + (f"; a bf16 8192^3 matmul ran at {measured} TFLOP/s here" if measured else "")
+
+
 def markdown(report: dict) -> str:
     env, setup, flops = report["environment"], report["setup"], report.get("flops") or {}
     title = "GPU check (dry run on CPU, CI size: not a measurement)" if report["dry_run"] else "GPU check"
@@ -35,7 +41,7 @@ def markdown(report: dict) -> str:
     if flops:
         lines += [f"FLOPs per image and training step: {flops['train_step_per_image'] / 1e9:.1f} GFLOP (teacher "
                   f"forward {flops['teacher_forward_per_image'] / 1e9:.1f}), torch.utils.flop_counter on one "
-                  f"micro-batch; bf16 peak used: {report.get('peak_tflops') or 'none (CPU)'} TFLOP/s.", ""]
+                  f"micro-batch; bf16 peak used: {_peak(report)}.", ""]
     lines += ["| run | status | images/s | step (s) | TFLOP/s | share of peak | peak memory (GiB) | first step (s) |",
               "|---|---|---|---|---|---|---|---|"]
     for run in report["runs"]:

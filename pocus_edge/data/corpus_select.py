@@ -260,6 +260,7 @@ def select_frames(s: SelectSettings) -> dict:
     header = [f"pocus corpus select --method {s.method} --budget {s.budget} --seed {s.seed} "
               f"--near-threshold {s.near_threshold}" + (" --crop-overlays" if s.crop_overlays else ""),
               f"data: {' '.join(s.data)}",
+              f"crop_overlays: {str(s.crop_overlays).lower()}",  # read back by keep_listed: train as selected
               f"{len(refs)} of {len(corpus.frames)} usable frames ({len(corpus.frames) - len(pool)} near duplicates "
               f"removed, {len(corpus.duplicates)} exact duplicates, {len(corpus.skipped)} skipped)"]
     write_frame_list(out, refs, header)

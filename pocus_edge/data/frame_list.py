@@ -2,7 +2,8 @@
 
 Format (UTF-8 text): one frame per line, `PATH` for a still image or single-frame DICOM, `PATH#N` for frame N of
 a cine DICOM or a video (the references `scan_corpus` reports). Blank lines and lines starting with `#` are
-ignored (select writes its settings there). A relative PATH is relative to the current folder, as `--data` is;
+ignored (select writes its settings there; a `# crop_overlays: true|false` line must match the run's
+--crop-overlays). A relative PATH is relative to the current folder, as `--data` is;
 select writes absolute paths. A path is matched to the scanned corpus after resolving it, so `./a.png` and
 `/abs/a.png` are the same frame. Every entry must be a frame the scan of `--data` keeps: a missing file, a file
 outside `--data`, a frame index the file does not have, a frame the scan dropped (unreadable, exact duplicate)
@@ -13,6 +14,7 @@ or an entry listed twice is an error that names the line, never silently skipped
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -64,6 +66,31 @@ def read_frame_list(path: Path) -> list[tuple[int, str]]:
         raise DataError(f"frame list {path}: lists no frames (only blank or # comment lines); pass a list written by "
                         "`pocus corpus select`")
     return entries
+
+
+def list_settings(path: Path) -> dict[str, str]:
+    """The `# key: value` header lines of a frame list (e.g. crop_overlays from `pocus corpus select`)."""
+    settings = {}
+    for line in Path(path).read_text(encoding="utf-8-sig").splitlines():
+        match = re.fullmatch(r"#\s*([a-z_]+):\s*(.*)", line.strip())
+        if match:
+            settings[match[1]] = match[2].strip()
+    return settings
+
+
+def check_crop_setting(list_path: Path, crop_overlays: bool) -> None:
+    """A list selected on frames cropped to the ultrasound region trains on cropped frames, and the other way round.
+
+    Lists without the header line (hand-made, or older) are not checked.
+    """
+    selected = list_settings(list_path).get("crop_overlays")
+    if selected is None or selected == str(crop_overlays).lower():
+        return
+    if selected == "true":
+        raise DataError(f"frame list {list_path} was selected on frames cropped to the ultrasound region "
+                        "(--crop-overlays): train with --crop-overlays too, or select again without it")
+    raise DataError(f"frame list {list_path} was selected on uncropped frames, but this run crops them "
+                    "(--crop-overlays): drop --crop-overlays, or select again with it")
 
 
 def _dropped_reasons(corpus: Corpus) -> dict[tuple[str, int | None], str]:

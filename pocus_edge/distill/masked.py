@@ -216,7 +216,7 @@ class MaskedConsistency(TokenDistillation):
 
     name = NAME
     resume_fields = RESUME_FIELDS + SETTINGS
-    batch_seed = 0  # set by the loop before each micro-batch's loss (trainer.Distiller._train_step)
+    batch_seed = 0  # set by the loop before each micro-batch's loss (trainer.TrainStep.train_step)
 
     def build_models(self, cfg: DistillConfig, device: torch.device) -> tuple[nn.Module, nn.Module]:
         self.settings = MaskSettings.of(cfg)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..data.corpus import Corpus, FrameRef, scan_corpus, split_by_group
-from ..data.frame_list import keep_listed
+from ..data.frame_list import check_crop_setting, keep_listed
 from ..errors import ConfigError, DataError
 from ..models.student import DistillStudent, ProjectionHead, build_student, feature_channels
 from ..models.teacher import RANDOM_WEIGHTS, Teacher, build_teacher
@@ -50,6 +50,7 @@ def prepare_data(cfg: DistillConfig, env: DistEnv, exclude: set[str] | None = No
         from ..io import sha256_file
 
         list_sha = sha256_file(Path(cfg.data_list))
+        check_crop_setting(Path(cfg.data_list), cfg.crop_overlays)
         corpus, unlisted = keep_listed(corpus, Path(cfg.data_list))
         log.info("frame list %s: %d listed frame(s) kept, %d scanned frame(s) not listed dropped", cfg.data_list,
                  len(corpus.frames), unlisted)

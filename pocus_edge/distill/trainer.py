@@ -92,7 +92,51 @@ def _match_state_layout(optimizer: torch.optim.Optimizer) -> None:
                 state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
-class Distiller:
+class TrainStep:
+    """The models, optimizer and schedule of a run, and one optimizer step over accumulated micro-batches.
+
+    Distiller drives it over the data; benchmarks/gpu/check.py times the same step on synthetic batches.
+    """
+
+    def __init__(self, cfg: DistillConfig, env: DistEnv, method: DistillMethod, total_steps: int):
+        self.cfg, self.env, self.method = cfg, env, method
+        self.teacher, self.student = method.build_models(cfg, env.device)
+        self.student = self.student.to(memory_format=torch.channels_last)  # NHWC convolutions: faster fwd/bwd
+        self.optimizer, self.scheduler = build_optimizer(cfg, self.student, total_steps)
+        self.amp_dtype = autocast_dtype(cfg, env.device)
+        self.scaler = torch.amp.GradScaler(env.device.type, enabled=self.amp_dtype == torch.float16)
+        self.step = 0
+
+    def train_step(self, micro_batches: list[torch.Tensor]) -> float:
+        """One optimizer step over the accumulated micro-batches; returns the mean loss."""
+        self.optimizer.zero_grad(set_to_none=True)
+        total = torch.zeros((), dtype=torch.float64, device=self.env.device)  # summed on the device: one sync/step
+        for i, images in enumerate(micro_batches):
+            images = images.to(self.env.device, non_blocking=True)
+            seed = self.cfg.seed * 1_000_003 + self.step * 997 + i * 31 + self.env.rank
+            if self.cfg.mixup:
+                images, _, _ = mixup(images, torch.Generator().manual_seed(seed))
+            self.method.batch_seed = seed  # per-micro-batch randomness of a method (masks) is drawn from this
+            last = i == len(micro_batches) - 1
+            sync = nullcontext() if (last or not self.env.distributed) else self.student.no_sync()
+            with sync, _autocast(self.env.device, self.amp_dtype):
+                loss = self.method.loss(self.teacher, self.student, images) / len(micro_batches)
+            self.scaler.scale(loss).backward()
+            total += loss.detach().double()
+        if self.cfg.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.step += 1
+        value = float(total)
+        if not math.isfinite(value):
+            raise FloatingPointError(f"loss became {value} at step {self.step}; lower --lr or use --precision fp32")
+        return value
+
+
+class Distiller(TrainStep):
     """One distillation run; `run()` returns a summary dict."""
 
     def __init__(self, cfg: DistillConfig, env: DistEnv, method: DistillMethod | None = None):
@@ -107,12 +151,7 @@ class Distiller:
         self.save_every, self.save_unit = parse_save_every(cfg.save_every)
         self.fingerprint = {**self.method.fingerprint(cfg), "data_list_sha256": self.data.data_list_sha256,
                             "held_out_data_sha256": self.data.held_out_record.get("held_out_data_sha256")}
-        self.teacher, self.student = self.method.build_models(cfg, env.device)
-        self.student = self.student.to(memory_format=torch.channels_last)  # NHWC convolutions: faster fwd/bwd
-        self.optimizer, self.scheduler = build_optimizer(cfg, self.student, self.data.total_steps)
-        self.amp_dtype = autocast_dtype(cfg, env.device)
-        self.scaler = torch.amp.GradScaler(env.device.type, enabled=self.amp_dtype == torch.float16)
-        self.step = 0
+        super().__init__(cfg, env, self.method, self.data.total_steps)
         self.teacher_cache: list = []
         self.last_eval: tuple[int, float | None] = (-1, None)
         self.held_out_loader = DataLoader(
@@ -213,34 +252,6 @@ class Distiller:
         return r2
 
     # -- training ----------------------------------------------------------------------------------------------
-    def _train_step(self, micro_batches: list[torch.Tensor]) -> float:
-        """One optimizer step over the accumulated micro-batches; returns the mean loss."""
-        self.optimizer.zero_grad(set_to_none=True)
-        total = torch.zeros((), dtype=torch.float64, device=self.env.device)  # summed on the device: one sync/step
-        for i, images in enumerate(micro_batches):
-            images = images.to(self.env.device, non_blocking=True)
-            seed = self.cfg.seed * 1_000_003 + self.step * 997 + i * 31 + self.env.rank
-            if self.cfg.mixup:
-                images, _, _ = mixup(images, torch.Generator().manual_seed(seed))
-            self.method.batch_seed = seed  # per-micro-batch randomness of a method (masks) is drawn from this
-            last = i == len(micro_batches) - 1
-            sync = nullcontext() if (last or not self.env.distributed) else self.student.no_sync()
-            with sync, _autocast(self.env.device, self.amp_dtype):
-                loss = self.method.loss(self.teacher, self.student, images) / len(micro_batches)
-            self.scaler.scale(loss).backward()
-            total += loss.detach().double()
-        if self.cfg.clip_grad > 0:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.cfg.clip_grad)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        self.step += 1
-        value = float(total)
-        if not math.isfinite(value):
-            raise FloatingPointError(f"loss became {value} at step {self.step}; lower --lr or use --precision fp32")
-        return value
-
     def _due_checkpoint(self) -> bool:
         if self.step >= self.data.total_steps:
             return True
@@ -284,7 +295,7 @@ class Distiller:
                 pending.append(images)
                 if len(pending) < plan.accum_steps:
                     continue
-                loss = mean_across_ranks(self._train_step(pending), self.env)
+                loss = mean_across_ranks(self.train_step(pending), self.env)
                 pending = []
                 now = time.perf_counter()
                 images_per_s = self.cfg.batch_size / max(now - t_step, 1e-9)

@@ -37,6 +37,9 @@ def kd(
                                         "by content."),
     transfer_list: Path | None = typer.Option(None, "--transfer-list", help="Distil only on the frames of "
                                               "--transfer this list names (pocus corpus select --out)."),
+    crop_overlays: bool = typer.Option(False, "--crop-overlays", help="Crop each transfer frame to its ultrasound "
+                                       "region (as the list was selected with it); stage 2 and the runtime still "
+                                       "see whole frames."),
     data: Path = typer.Option(..., "--data", help="Labelled folder for stage 2 (same layout as pocus finetune)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: kd/ (stage 1) and the final finetune checkpoint."),
     label_fraction: float = typer.Option(1.0, help="Share of the training split used in stage 2 (0 < F <= 1)."),
@@ -82,7 +85,8 @@ def kd(
     setup_logging(quiet, verbose)
     widths = parse_decoder_channels(decoder_channels)
     cfg = KDConfig(task=task_name, teacher_checkpoint=str(teacher), student=canonical_arch(student, "--student"),
-                   data=[str(t) for t in transfer], data_list=str(transfer_list or ""), labeled_data=str(data),
+                   data=[str(t) for t in transfer], data_list=str(transfer_list or ""), crop_overlays=crop_overlays,
+                   labeled_data=str(data),
                    out=str(out),
                    label_fraction=label_fraction, epochs=kd_epochs or epochs, max_steps=max_steps,
                    finetune_epochs=finetune_epochs or epochs, finetune_max_steps_per_epoch=max_steps_per_epoch,
