@@ -254,6 +254,20 @@ def test_a_selected_list_drives_distill_and_another_list_cannot_resume(cine_dir,
         run_distillation(load_config(yaml_path, {"out": str(run), "resume": True}))
 
 
+def test_select_device_is_checked_before_the_scan(tmp_path):
+    import torch
+
+    from pocus_edge.data.corpus_embed import select_device
+
+    assert select_device("cpu") == torch.device("cpu")
+    assert select_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ConfigError, match="use auto, cpu, cuda or cuda:N"):
+        select_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no such CUDA GPU is visible here"):
+            select_frames(_settings(tmp_path / "nowhere", tmp_path / "l.txt", "kcenter", device="cuda:0"))
+
+
 def test_a_list_trains_with_the_crop_setting_it_was_selected_with(cine_dir, tmp_path):
     from pocus_edge.distill.config import load_config
     from pocus_edge.distill.ddp import init_distributed

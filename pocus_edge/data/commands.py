@@ -73,6 +73,8 @@ def select(
     max_video_frames: int = typer.Option(32, help="Frames sampled per video, as pocus distill."),
     crop_overlays: bool = typer.Option(False, "--crop-overlays", help=CROP_HELP),
     threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
+    device: str = typer.Option("auto", help="Where the teacher and the proxy run: auto (a CUDA GPU when one is "
+                               "visible) | cpu | cuda | cuda:N."),
     quiet: bool = quiet_option(),
     verbose: bool = verbose_option(),
     json_path: Path | None = json_option("the summary"),
@@ -98,7 +100,8 @@ def select(
                               proxy=ProxySpec(student=proxy_student, epochs=proxy_epochs, batch_size=batch_size),
                               seed=seed, near_threshold=near_threshold, clusters=clusters,
                               distance_order=distance_order, batch_size=batch_size,
-                              max_video_frames=max_video_frames, crop_overlays=crop_overlays, quiet=quiet)
+                              max_video_frames=max_video_frames, crop_overlays=crop_overlays, device=device,
+                              quiet=quiet)
     summary = select_frames(settings)
     if not emit_json(json_path, summary) and not quiet:
         console.print(f"{out}: {summary['selected']} of {summary['usable_frames']} frames ({method}; "

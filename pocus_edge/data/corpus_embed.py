@@ -14,6 +14,9 @@ settings), so a rerun with the same inputs reads them back instead of recomputin
   the gradient of that frame's loss with respect to its projector output, taken before the step: for MSE this is
   2 * ||s - t|| / D, computed in closed form. Token-level targets would need the teacher again every epoch or an
   N x tokens x D cache; the pooled embedding is already on disk.
+
+Both run on `device` (`pocus corpus select --device`: a CUDA GPU when one is visible, as distill), in fp32 so a
+list does not depend on autocast.
 """
 
 from __future__ import annotations
@@ -51,6 +54,26 @@ class TeacherSpec:
                 "aggregate": self.aggregate, "norm": self.norm, "image_size": self.image_size}
 
 
+def select_device(name: str):
+    """torch.device for `--device auto|cpu|cuda|cuda:N` (auto: the first CUDA GPU when one is visible)."""
+    import torch
+
+    from ..errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {name!r}: use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise ConfigError(f"--device {name}: no such CUDA GPU is visible here ({torch.cuda.device_count()} found); "
+                          "use --device cpu or auto")
+    return device
+
+
 def cache_key(parts: dict) -> str:
     """A short hex key of a JSON-able dict."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
@@ -72,7 +95,7 @@ def _load_batch(frames: list[FrameRef], crop: bool, image_size: int):
 
 
 def embed_frames(frames: list[FrameRef], spec: TeacherSpec, crop: bool, cache_dir: Path, key_parts: dict,
-                 batch_size: int = 32, quiet: bool = True) -> np.ndarray:
+                 batch_size: int = 32, quiet: bool = True, device="cpu") -> np.ndarray:
     """N x D teacher embeddings (a read-only memmap), computed into the cache or read back from it."""
     key = cache_key({"step": "embeddings", "teacher": spec.identity(), "crop": crop, **key_parts})
     data_path, state_path = cache_dir / f"embeddings-{key}.npy", cache_dir / f"embeddings-{key}.json"
@@ -87,10 +110,15 @@ def embed_frames(frames: list[FrameRef], spec: TeacherSpec, crop: bool, cache_di
 
     torch.manual_seed(spec.seed)  # a random teacher is the same teacher on every rerun, as in distill
     teacher = build_teacher(spec.name, spec.weights, spec.image_size, list(spec.blocks) or None, spec.aggregate,
-                            spec.norm, spec.kwargs)
+                            spec.norm, spec.kwargs).to(device)
+
+    def embed(chunk: list[FrameRef]) -> np.ndarray:
+        with torch.no_grad():
+            return teacher(_load_batch(chunk, crop, spec.image_size).to(device)).mean(dim=1).float().cpu().numpy()
+
     cache_dir.mkdir(parents=True, exist_ok=True)
     if done == 0:
-        probe = teacher(_load_batch(frames[:1], crop, spec.image_size)).mean(dim=1)
+        probe = embed(frames[:1])
         rows = np.lib.format.open_memmap(data_path, mode="w+", dtype=np.float32, shape=(len(frames), probe.shape[1]))
     else:
         rows = np.load(data_path, mmap_mode="r+")
@@ -98,8 +126,7 @@ def embed_frames(frames: list[FrameRef], spec: TeacherSpec, crop: bool, cache_di
         task = bar.add_task("embed", total=len(frames), completed=done)
         for start in range(done, len(frames), batch_size):
             chunk = frames[start:start + batch_size]
-            with torch.no_grad():
-                rows[start:start + len(chunk)] = teacher(_load_batch(chunk, crop, spec.image_size)).mean(dim=1).numpy()
+            rows[start:start + len(chunk)] = embed(chunk)
             rows.flush()
             atomic_write_json(state_path, {"rows_done": start + len(chunk), "frames": len(frames), "key": key})
             bar.update(task, completed=start + len(chunk))
@@ -132,7 +159,8 @@ class ProxySpec:
 
 
 def proxy_gradient_norms(frames: list[FrameRef], embeddings: np.ndarray, image_size: int, crop: bool, seed: int,
-                         proxy: ProxySpec, cache_dir: Path, key_parts: dict, quiet: bool = True) -> np.ndarray:
+                         proxy: ProxySpec, cache_dir: Path, key_parts: dict, quiet: bool = True,
+                         device="cpu") -> np.ndarray:
     """N x epochs gradient norms of each frame's loss w.r.t. its projector output (see the module docstring)."""
     key = cache_key({"step": "proxy", "proxy": proxy.__dict__, "seed": seed, "image_size": image_size,
                      "crop": crop, **key_parts})
@@ -148,7 +176,7 @@ def proxy_gradient_norms(frames: list[FrameRef], embeddings: np.ndarray, image_s
     encoder = build_student(proxy.student)
     channels, _ = feature_channels(encoder, image_size)
     head = ProjectionHead(channels, embeddings.shape[1], proxy.head_hidden)
-    model = nn.ModuleDict({"encoder": encoder, "head": head}).train()
+    model = nn.ModuleDict({"encoder": encoder, "head": head}).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=proxy.lr, weight_decay=0.0)
     mean, std = _standardised(embeddings)
     norms = np.zeros((len(frames), proxy.epochs), dtype=np.float32)
@@ -158,11 +186,11 @@ def proxy_gradient_norms(frames: list[FrameRef], embeddings: np.ndarray, image_s
             order = np.random.default_rng([seed, epoch]).permutation(len(frames))
             for start in range(0, len(frames), proxy.batch_size):
                 index = np.sort(order[start:start + proxy.batch_size])
-                images = _load_batch([frames[i] for i in index], crop, image_size)
-                target = torch.from_numpy((np.asarray(embeddings[index]) - mean) / std)
+                images = _load_batch([frames[i] for i in index], crop, image_size).to(device)
+                target = torch.from_numpy((np.asarray(embeddings[index]) - mean) / std).to(device)
                 out = head(encoder.forward_features(images)).mean(dim=(2, 3))
                 residual = out - target
-                norms[index, epoch] = (2.0 * residual.detach().norm(dim=1) / residual.shape[1]).numpy()
+                norms[index, epoch] = (2.0 * residual.detach().norm(dim=1) / residual.shape[1]).cpu().numpy()
                 loss = residual.pow(2).mean()
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .corpus_embed import ProxySpec, TeacherSpec, embed_frames, proxy_gradient_norms
+from .corpus_embed import ProxySpec, TeacherSpec, embed_frames, proxy_gradient_norms, select_device
 from .corpus_scan import DEFAULT_NEAR_THRESHOLD, check_threshold, progress_bar, scan_frames
 from .frame_list import write_frame_list
 from .phash import near_duplicates
@@ -199,6 +199,7 @@ class SelectSettings:
     batch_size: int = 32
     max_video_frames: int = 32
     crop_overlays: bool = False
+    device: str = "auto"  # where the teacher and the proxy run: auto | cpu | cuda | cuda:N
     quiet: bool = True
 
     def validate(self) -> SelectSettings:
@@ -221,6 +222,7 @@ class SelectSettings:
 def select_frames(s: SelectSettings) -> dict:
     """Run the selection, write the list to `s.out` and return a summary (see the module docstring)."""
     s.validate()
+    device = select_device(s.device) if s.method != "random" else None  # a bad --device fails before the scan
     out = Path(s.out)
     cache_dir = out.parent / f"{out.name}.cache"
     scanned = scan_frames([Path(d) for d in s.data], s.max_video_frames, s.crop_overlays, s.quiet)
@@ -239,12 +241,13 @@ def select_frames(s: SelectSettings) -> dict:
     if s.method == "random":
         picked = np.sort(np.random.default_rng(s.seed).choice(len(pool), size=budget, replace=False))
     else:
-        emb = embed_frames(frames, s.teacher, s.crop_overlays, cache_dir, key_parts, s.batch_size, s.quiet)
+        emb = embed_frames(frames, s.teacher, s.crop_overlays, cache_dir, key_parts, s.batch_size, s.quiet, device)
         if s.method == "kcenter":
             picked = kcenter(emb, budget, s.seed)
         else:
             norms = proxy_gradient_norms(frames, emb, s.teacher.image_size, s.crop_overlays, s.seed, s.proxy,
-                                         cache_dir, {**key_parts, "teacher": s.teacher.identity()}, s.quiet)
+                                         cache_dir, {**key_parts, "teacher": s.teacher.identity()}, s.quiet,
+                                         device)
             k = s.clusters or max(1, min(256, round(math.sqrt(budget))))
             k = min(k, len(pool))
             with progress_bar(s.quiet) as bar:
