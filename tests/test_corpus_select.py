@@ -226,6 +226,15 @@ def test_dual_rank_is_deterministic_cached_and_proportional(cine_dir, tmp_path, 
     assert fresh.read_text() == listed
 
 
+def test_dual_rank_lists_differ_by_seed(cine_dir, tmp_path):
+    a = select_frames(_settings(cine_dir, tmp_path / "a.txt", budget="6", seed=0))
+    b = select_frames(_settings(cine_dir, tmp_path / "b.txt", budget="6", seed=3))
+    assert a["selected"] == b["selected"] == 6
+    frames = [[line for line in (tmp_path / f"{n}.txt").read_text().splitlines() if not line.startswith("#")]
+              for n in "ab"]
+    assert frames[0] != frames[1]  # the seed reaches k-means and the proxy run (a random teacher too)
+
+
 def test_kcenter_is_deterministic_and_respects_the_budget(cine_dir, tmp_path):
     a = select_frames(_settings(cine_dir, tmp_path / "a.txt", "kcenter", budget="6"))
     b = select_frames(_settings(cine_dir, tmp_path / "b.txt", "kcenter", budget="6"))

@@ -204,6 +204,23 @@ def test_ultrasound_region_crops_and_gives_spacing_in_mm(tmp_path):
         assert frame.source_region == (10, 5, 69, 54) and frame.stored_shape == (60, 80)
 
 
+def test_crop_overlays_trusts_a_dicom_tissue_region_and_crops_a_dicom_without_one(tmp_path):
+    """--crop-overlays: a DICOM already cropped to its 2-D tissue region is not cropped again (a dark band inside
+    the region would otherwise shrink it); one without a region gets the detected crop, as a PNG does."""
+    from pocus_edge.data.overlay import crop_overlays, read_cropped
+
+    pixels = np.zeros((1, 60, 80), np.uint8)
+    pixels[0, 12:55, 20:60] = 90
+    pixels[0, 12:55, 20:26] = 0  # dark at the region's left edge: the detector would cut it off
+    pixels[0, 1:4, 64:78] = 255  # burned-in text outside the region
+    write_dicom(tmp_path / "region.dcm", pixels, regions=[region(20, 12, 59, 54)])
+    np.testing.assert_array_equal(read_cropped(tmp_path / "region.dcm"), pixels[0, 12:55, 20:60])
+    write_dicom(tmp_path / "plain.dcm", pixels)
+    cropped = read_cropped(tmp_path / "plain.dcm")
+    np.testing.assert_array_equal(cropped, crop_overlays(pixels[0]))
+    assert cropped.shape != pixels[0].shape and not (cropped == 255).any()
+
+
 @pytest.mark.parametrize("attrs, regions, spacing, source", [
     ({"PixelSpacing": [0.3, 0.4]}, (), (0.3, 0.4), "pixel_spacing"),
     ({"ImagerPixelSpacing": [0.5, 0.5]}, (), (0.5, 0.5), "imager_pixel_spacing"),

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,8 +108,15 @@ def _assign(x: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return labels, own
 
 
-def kmeans(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, distance to own centre) of k-means on the unit-normalised rows of x (see the module docstring)."""
+def _no_tick() -> None:
+    return None
+
+
+def kmeans(x: np.ndarray, k: int, seed: int, tick: Callable[[], None] = _no_tick) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, distance to own centre) of k-means on the unit-normalised rows of x (see the module docstring).
+
+    `tick()` is called after each seeded centre and each Lloyd iteration (the progress bar).
+    """
     rng = np.random.default_rng(seed)
     n = len(x)
     centres = [_unit_rows(x[[int(rng.integers(n))]])[0]]
@@ -118,9 +126,11 @@ def kmeans(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         pick = int(rng.choice(n, p=nearest / total)) if total > 0 else int(rng.integers(n))
         centres.append(_unit_rows(x[[pick]])[0])
         nearest = np.minimum(nearest, _squared_distances(x, centres[-1][None])[:, 0])
+        tick()
     centres_arr = np.stack(centres).astype(np.float32)
     labels = np.full(n, -1)
     for _ in range(MAX_KMEANS_ITERATIONS):
+        tick()
         new, own = _assign(x, centres_arr)
         if np.array_equal(new, labels):
             break
@@ -168,8 +178,8 @@ def dual_rank(labels: np.ndarray, distances: np.ndarray, quality: np.ndarray, bu
     return np.sort(np.concatenate(chosen))
 
 
-def kcenter(x: np.ndarray, budget: int, seed: int) -> np.ndarray:
-    """k-center greedy on unit-normalised rows: repeatedly take the frame farthest from those taken."""
+def kcenter(x: np.ndarray, budget: int, seed: int, tick: Callable[[], None] = _no_tick) -> np.ndarray:
+    """k-center greedy on unit-normalised rows: repeatedly take the frame farthest from those taken (tick per pick)."""
     first = int(np.random.default_rng(seed).integers(len(x)))
     chosen = [first]
     nearest = _squared_distances(x, _unit_rows(x[[first]]))[:, 0]
@@ -179,6 +189,7 @@ def kcenter(x: np.ndarray, budget: int, seed: int) -> np.ndarray:
         chosen.append(pick)
         nearest = np.minimum(nearest, _squared_distances(x, _unit_rows(x[[pick]]))[:, 0])
         nearest[pick] = -1.0  # taken frames stay at -1 (the minimum keeps it), never picked again
+        tick()
     return np.sort(np.array(chosen))
 
 
@@ -243,7 +254,9 @@ def select_frames(s: SelectSettings) -> dict:
     else:
         emb = embed_frames(frames, s.teacher, s.crop_overlays, cache_dir, key_parts, s.batch_size, s.quiet, device)
         if s.method == "kcenter":
-            picked = kcenter(emb, budget, s.seed)
+            with progress_bar(s.quiet) as bar:
+                task = bar.add_task("k-center", total=budget - 1)
+                picked = kcenter(emb, budget, s.seed, lambda: bar.advance(task))
         else:
             norms = proxy_gradient_norms(frames, emb, s.teacher.image_size, s.crop_overlays, s.seed, s.proxy,
                                          cache_dir, {**key_parts, "teacher": s.teacher.identity()}, s.quiet,
@@ -251,9 +264,9 @@ def select_frames(s: SelectSettings) -> dict:
             k = s.clusters or max(1, min(256, round(math.sqrt(budget))))
             k = min(k, len(pool))
             with progress_bar(s.quiet) as bar:
-                task = bar.add_task("k-means", total=1)
-                labels, distances = kmeans(emb, k, s.seed)
-                bar.advance(task)
+                task = bar.add_task("k-means (seeding, then iterations)", total=k - 1 + MAX_KMEANS_ITERATIONS)
+                labels, distances = kmeans(emb, k, s.seed, lambda: bar.advance(task))
+                bar.update(task, completed=k - 1 + MAX_KMEANS_ITERATIONS)
             picked = dual_rank(labels, distances, quality_scores(norms), budget, s.distance_order)
             taken = np.isin(np.arange(len(pool)), picked)
             clusters = [{"cluster": c, "size": int((labels == c).sum()), "selected": int(taken[labels == c].sum())}
