@@ -44,8 +44,11 @@ class ScannedFrames:
 
 
 def scan_frames(roots: list[Path], max_video_frames: int = 32, crop: bool = False, quiet: bool = True,
-                exclude: set[str] | None = None) -> ScannedFrames:
-    """scan_corpus with a perceptual hash of every kept frame (of its cropped pixels with `crop`)."""
+                exclude: set[str] | None = None, file_hashes: bool = True) -> ScannedFrames:
+    """scan_corpus with a perceptual hash of every kept frame (of its cropped pixels with `crop`).
+
+    `file_hashes=False` skips the files' sha256 (corpus.json's file_sha256; select does not need it).
+    """
     from .overlay import crop_overlays, read_cropped
     from .readers import DICOM_SUFFIXES
 
@@ -58,7 +61,7 @@ def scan_frames(roots: list[Path], max_video_frames: int = 32, crop: bool = Fals
         found.roots.append(str(root))
         found.hashes.append(phash(pixels))
         found.shapes.append((int(pixels.shape[0]), int(pixels.shape[1])))
-        if ref.path not in found.files:
+        if file_hashes and ref.path not in found.files:
             found.files[ref.path] = (sha256_file(Path(ref.path)), Path(ref.path).stat().st_size)
         bar.advance(task)
 

@@ -236,7 +236,8 @@ def select_frames(s: SelectSettings) -> dict:
     device = select_device(s.device) if s.method != "random" else None  # a bad --device fails before the scan
     out = Path(s.out)
     cache_dir = out.parent / f"{out.name}.cache"
-    scanned = scan_frames([Path(d) for d in s.data], s.max_video_frames, s.crop_overlays, s.quiet)
+    scanned = scan_frames([Path(d) for d in s.data], s.max_video_frames, s.crop_overlays, s.quiet,
+                          file_hashes=False)  # the pixel digests key the cache; the files' own sha256 is unused
     corpus = scanned.corpus
     near = near_duplicates(scanned.hashes, s.near_threshold) if s.near_threshold >= 0 else [None] * len(scanned.hashes)
     pool = np.array([i for i, dup in enumerate(near) if dup is None])
