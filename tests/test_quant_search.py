@@ -65,3 +65,30 @@ def test_tries_are_capped_at_three_per_allowed_layer():
                                           r"\(--max-float-layers 1 of 4, at most 3 tries\)"):
         _search(job, "minmax", {"limit": 1}, report)
     assert job.tried == [(), ("b",), ("c",), ("d",)]
+
+
+class ConvertedJob(ScriptedJob):
+    """A TFLite-like job: `score` simulates, `score_converted` runs the converted model (here: a fixed value)."""
+
+    def __init__(self, target: float, converted: float) -> None:
+        super().__init__(target)
+        self.converted = converted
+
+    def score_converted(self, model, count=None):
+        return {"dice_mean": self.converted, "output_sqnr_db": 30.0}
+
+
+def test_full_int8_ships_when_the_converted_model_meets_the_target_the_simulation_missed():
+    job = ConvertedJob(0.95, converted=0.96)  # simulated full int8: 0.90
+    floats, record = _search(job, "minmax", {"limit": 3}, _report())
+    assert floats == [] and job.tried == [()]  # no search
+    assert record["full_int8"]["dice_mean"] == 0.90 and record["full_int8_converted"]["dice_mean"] == 0.96
+    assert record["result"] == "full int8 met the target (converted model; the simulation missed it)"
+
+
+def test_the_search_runs_when_the_converted_model_misses_too():
+    job = ConvertedJob(0.95, converted=0.91)
+    floats, record = _search(job, "minmax", {"limit": 3}, _report())
+    assert floats == ["a", "c"] and record["full_int8_converted"]["dice_mean"] == 0.91
+    assert record["result"] == "target met"
+

@@ -61,6 +61,8 @@ def test_search_keeps_the_fragile_module_in_float_and_the_tflite_computes_it_in_
     assert options["float_layers"] == ["fragile"] and options["calibration_method"] == "histogram"
     mixed = options["mixed_precision"]
     assert mixed["result"] == "target met" and mixed["full_int8"]["dice_mean"] < 0.95 <= mixed["mixed"]["dice_mean"]
+    # the converted .tflite is scored too (LiteRT, not the PyTorch simulation): it misses before and passes after
+    assert mixed["full_int8_converted"]["dice_mean"] < 0.95 <= mixed["mixed_converted"]["dice_mean"]
     assert mixed["steps"][0]["layer"] == "fragile" and mixed["steps"][0]["kept"] is True
     assert mixed["latency_ms"]["full_int8"] > 0 and mixed["latency_ms"]["mixed"] > 0
     assert manifest["parity"]["status"] == "passed" and manifest["parity"]["metrics"]["dice_mean"] >= 0.95
@@ -92,6 +94,8 @@ def test_search_works_with_channels_last_io(tmp_path, phantom_dir):
     assert manifest["inputs"][0]["layout"] == "NHWC" and manifest["inputs"][0]["shape"] == [1, SIZE, SIZE, 3]
     assert manifest["target_options"]["float_layers"] == ["fragile"]
     assert manifest["parity"]["status"] == "passed"
+    mixed = manifest["target_options"]["mixed_precision"]  # NHWC outputs scored along the right axis when converted
+    assert mixed["full_int8_converted"]["dice_mean"] < 0.95 <= mixed["mixed_converted"]["dice_mean"]
 
 
 @pytest.mark.parametrize("options,message", [
