@@ -100,6 +100,9 @@ proof_model() {  # M: every row of one model
   local core=${CORE_ONLY:-}
   [ "${TASK[$m]}" = seg ] && [ -z "$core" ] && export_bundle "$m-onnx-int8-mixed-strict" "$ck" --target onnx --precision int8 \
     "${calib[@]}" --accuracy-target "$STRICT" --max-float-layers 10
+  # the goal target missed with the default limit (5 % of the layers): the same target with up to 10 float layers
+  [[ $m == *-long ]] && [ -f "$P/results/$m-onnx-int8-mixed.failed" ] && export_bundle "$m-onnx-int8-mixed-more" \
+    "$ck" --target onnx --precision int8 "${calib[@]}" --accuracy-target "${TARGET[$m]}" --max-float-layers 10
   [ -n "${MID[$m]:-}" ] && [ -z "$core" ] && export_bundle "$m-onnx-int8-mixed-mid" "$ck" --target onnx --precision int8 "${calib[@]}" \
     --accuracy-target "${MID[$m]}" --max-float-layers 10
   # full int8: since commit 5d0b8e0 tflite int8 runs the mixed-precision search by default, so it is switched off
