@@ -1,7 +1,7 @@
 """Trainer efficiency: images/s of `pocus distill` vs a bare loop on the same batches, in one run.
 
-The bare loop does only teacher forward + student forward/backward + AdamW step on batches that are
-already in memory (no data loading, mixup, logging, progress, checkpoint bookkeeping). Both use the same
+The bare loop does only teacher forward + student forward/backward + AdamW step (fused, channels_last student,
+as the trainer) on batches that are already in memory (no data loading, mixup, logging, progress, checkpoint bookkeeping). Both use the same
 models, batch size and thread count; the first `--warmup` steps of each are not timed.
 Usage: .venv/bin/python benchmarks/distill/efficiency.py [--steps 12] > benchmarks/distill/efficiency.md
 `--components REPS` times each speed cut of the trainer (fused AdamW, channels_last, frame cache) old vs new instead.
@@ -35,6 +35,7 @@ def bare_loop(cfg: DistillConfig, steps: int, warmup: int) -> float:
     env = DistEnv(0, 1, 0, torch.device("cpu"))
     data = prepare_data(cfg, env)
     teacher, student = build_models(cfg, env.device)
+    student = student.to(memory_format=torch.channels_last)  # as the trainer's (TrainStep): same kernels both sides
     optimizer, _ = build_optimizer(cfg, student, steps)
     frames = AugmentedFrames(data.train, cfg.image_size, cfg.aug)
     batches = [torch.stack([frames[key] for key in mb]) for mb in data.plan.micro_batches_from(0, steps)]
