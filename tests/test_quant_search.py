@@ -91,4 +91,7 @@ def test_the_search_runs_when_the_converted_model_misses_too():
     floats, record = _search(job, "minmax", {"limit": 3}, _report())
     assert floats == ["a", "c"] and record["full_int8_converted"]["dice_mean"] == 0.91
     assert record["result"] == "target met"
+    with pytest.raises(ExportError, match=r"full int8 \(minmax calibration\) dice_mean 0\.9 \(converted \.tflite: "
+                                          r"0\.91\); best 0\.97"):
+        _search(ConvertedJob(0.99, converted=0.91), "minmax", {"limit": 3}, _report())
 

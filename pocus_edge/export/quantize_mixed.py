@@ -220,11 +220,13 @@ def _search(job, method: str, settings: dict[str, Any], report) -> tuple[list[st
             record["result"] = "target met"
             return floats, record
     failing = "; ".join(f"{k} {v[0]} {v[1]}" for k, v in job.thresholds.items())
+    converted = record.get("full_int8_converted")
+    converted_note = f" (converted .tflite: {converted[job.primary]:.4g})" if converted else ""
     tried = ", ".join(f"{s['layer']} ({'kept' if s['kept'] else 'no gain'})" for s in steps) or "none"
     raise ExportError(
         f"int8 misses the accuracy target ({failing}) on {len(job.eval_frames)} held-out frames: full int8 "
-        f"({method} calibration) {job.primary} {full[job.primary]:.4g}; best {current[job.primary]:.4g} with "
-        f"{len(floats)} layer(s) in float ({', '.join(floats) or 'none'}); tried in order: {tried} "
+        f"({method} calibration) {job.primary} {full[job.primary]:.4g}{converted_note}; best "
+        f"{current[job.primary]:.4g} with {len(floats)} layer(s) in float ({', '.join(floats) or 'none'}); tried in order: {tried} "
         f"(--max-float-layers {limit} of {len(job.layers)}, at most {tries} tries). Nothing was written. Allow "
         "more with --max-float-layers N, lower --accuracy-target, check the calibration frames "
         "(--calib-method auto), or export fp16")
