@@ -1,8 +1,9 @@
 """Trainer efficiency: images/s of `pocus distill` vs a bare loop on the same batches, in one run.
 
 The bare loop does only teacher forward + student forward/backward + AdamW step (fused, channels_last student,
-as the trainer) on batches that are already in memory (no data loading, mixup, logging, progress, checkpoint bookkeeping). Both use the same
-models, batch size and thread count; the first `--warmup` steps of each are not timed.
+as the trainer) on batches that are already in memory (no data loading, mixup, logging, progress, checkpoint
+bookkeeping). Both use the same models, batch size and thread count; the first `--warmup` steps of each are not
+timed.
 Usage: .venv/bin/python benchmarks/distill/efficiency.py [--steps 12] > benchmarks/distill/efficiency.md
 `--components REPS` times each speed cut of the trainer (fused AdamW, channels_last, frame cache) old vs new instead.
 """

@@ -226,7 +226,8 @@ def _search(job, method: str, settings: dict[str, Any], report) -> tuple[list[st
     raise ExportError(
         f"int8 misses the accuracy target ({failing}) on {len(job.eval_frames)} held-out frames: full int8 "
         f"({method} calibration) {job.primary} {full[job.primary]:.4g}{converted_note}; best "
-        f"{current[job.primary]:.4g} with {len(floats)} layer(s) in float ({', '.join(floats) or 'none'}); tried in order: {tried} "
+        f"{current[job.primary]:.4g} with {len(floats)} layer(s) in float ({', '.join(floats) or 'none'}); "
+        f"tried in order: {tried} "
         f"(--max-float-layers {limit} of {len(job.layers)}, at most {tries} tries). Nothing was written. Allow "
         "more with --max-float-layers N, lower --accuracy-target, check the calibration frames "
         "(--calib-method auto), or export fp16")
