@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
           "## masked-consistency vs token MSE (same random lists)", "", *lines_o, "",
           "## (b) HC18 test Dice of `pocus kd` by transfer-set selection", "",
           *(lines_b if rec_b else ["not run yet (`run_corpus_bench.sh kd`)."]), ""]
+    args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.md").write_text("\n".join(md))
     (args.out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
     print("\n".join(md))
