@@ -18,6 +18,7 @@ import yaml
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from ..allocator import keep_freed_memory
 from ..data.dataset import EvalFrames
 from ..errors import ConfigError
 from ..io import atomic_write_text
@@ -141,6 +142,7 @@ class Distiller(TrainStep):
 
     def __init__(self, cfg: DistillConfig, env: DistEnv, method: DistillMethod | None = None):
         self.cfg, self.env = cfg, env
+        self.allocator = keep_freed_memory()  # before the models and the loader workers exist
         if method is not None and cfg.objective != TokenDistillation.name and method.name != cfg.objective:
             raise ConfigError(f"objective {cfg.objective!r} is a `pocus distill` setting; this command trains with "
                               f"its own objective ({method.name}): drop the setting")
@@ -335,6 +337,7 @@ class Distiller(TrainStep):
             "ranks_in_sync": in_sync,
             "accum_steps": self.data.plan.accum_steps,
             "micro_batch": self.data.plan.micro_batch,
+            "allocator": self.allocator,
         }
         if self.env.is_main:
             self.method.save(self.run_dir, model, self.cfg, self.teacher, summary)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..allocator import keep_freed_memory
 from ..distill.progress import TrainProgress, progress_enabled
 from ..errors import ConfigError, DataError
 from ..io import atomic_write_json, atomic_write_text, nan_to_null
@@ -164,6 +165,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     vit = _vit_options(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    allocator = keep_freed_memory()  # each step reuses the last one's memory instead of faulting it in again
     torch.manual_seed(cfg.seed)
     stratify = cfg.task == "classification"
     samples = read_samples(Path(cfg.data), cfg.task)
@@ -236,7 +238,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict[str, Any]:
                "label_fraction": cfg.label_fraction, "train_images": len(train), "val_images": len(splits["val"]),
                "test_images": len(splits["test"]), "epochs": cfg.epochs, "image_size": cfg.image_size,
                "wall_time_s": round(time.time() - start, 1), "val": val["summary"], "test": test["summary"],
-               "history": history, "weights_sha256": card["weights_sha256"]}
+               "history": history, "weights_sha256": card["weights_sha256"], "allocator": allocator}
     summary = nan_to_null(summary)  # undefined metrics (HD95 of an empty mask) are null, never a bare NaN
     atomic_write_json(out / "metrics.json", summary)
     import yaml
