@@ -7,6 +7,8 @@
 #   kd: (b) `pocus kd seg` with each list as transfer set (HC18 labels, teacher hc18-teacher-r50-s0, the KD
 #       settings of benchmarks/kd/run_kd_bench.sh); judged by the HC18 test Dice (156 frames, --split-seed 0).
 # Resumable: a list or run whose result file exists is skipped; an interrupted run continues (--resume auto).
+# Finished lists and result files are also copied to benchmarks/corpus/record/ (committed, a few MB), and restored
+# from there into a fresh work folder, so a new machine continues the grid instead of starting it again.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA=${POCUS_SHARED_DATA:-../shared/data}
@@ -29,10 +31,14 @@ DISTILL=(--student resnet18 --batch-size 32 --lr 5e-4 --warmup-steps 20 --save-e
 KD_TEACHER=benchmarks/kd/runs/hc18-teacher-r50-s0/model.safetensors   # read only
 KD=(--kd-epochs 50 --max-steps 300 --finetune-epochs 6 --max-steps-per-epoch 40 --batch-size 8 --image-size $SIZE
     --num-workers 1 --threads "$THREADS" --quiet)                         # as run_kd_bench.sh's KD array
+RECORD=benchmarks/corpus/record
 log() { echo "$(date -u +%FT%TZ) $*" | tee -a "$W/progress.log"; }
+keep() { local f; for f in "$@"; do mkdir -p "$RECORD/$(dirname "${f#"$W"/}")"; cp -p "$f" "$RECORD/${f#"$W"/}"; done; }
+restore() { [ -d "$RECORD" ] && mkdir -p "$W" && cp -rpn "$RECORD/." "$W/"; return 0; }
 
 pool() {
   [ -f "$W/pool.json" ] || .venv/bin/python benchmarks/corpus/make_pool.py --data-root "$DATA" --out "$W"
+  restore
 }
 
 select_list() {  # select_list METHOD SEED -> path of the list (selected once; embeddings shared per seed)
@@ -43,6 +49,7 @@ select_list() {  # select_list METHOD SEED -> path of the list (selected once; e
     /usr/bin/time -f "%e s wall, %U s user, %S s sys" -o "$list.time" \
       $P corpus select "${POOL[@]}" --budget "$BUDGET" --method "$1" "${TEACHER[@]}" --seed "$2" \
       --threads "$THREADS" --quiet --json "$list.json" --out "$list" >&2
+    keep "$list" "$list.json" "$list.time"
   fi
   echo "$list"
 }
@@ -55,6 +62,7 @@ distill_run() {  # distill_run NAME SEED LIST [extra args]
   /usr/bin/time -f "%e s wall, %U s user, %S s sys" -o "$run.time" \
     $P distill "${POOL[@]}" --data-list "$list" "${HELD[@]}" "${TEACHER[@]}" "${DISTILL[@]}" --seed "$seed" \
     --max-steps "$STEPS" --out "$run" --json "$run.summary.json" "$@"   # written only when the run has finished
+  keep "$run.summary.json" "$run.time" "$run/metrics.jsonl"
 }
 
 stage_a() {
@@ -81,6 +89,7 @@ stage_kd() {  # (b): not run yet (see README); each run ~ the kd rows of benchma
       $P kd seg --teacher "$KD_TEACHER" --student mobilenetv3_large_100 --transfer "$W/pool/busi" \
         --transfer "$W/pool/hc18" --transfer "$W/pool/lung" --transfer-list "$list" --data "$DATA/hc18" \
         --out "$run" --seed "$seed" --split-seed 0 --resume auto "${KD[@]}"
+      keep "$run/metrics.json"
     done
   done
 }
