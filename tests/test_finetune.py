@@ -117,6 +117,7 @@ def test_tiny_finetune_beats_chance_and_exports(tmp_path):
                                                                                 for r in test_rows)]
     chance = float(np.mean([m.sum() == 0 for m in masks]))
     assert summary["test"]["dice"] > chance + 0.25, (summary["test"], chance)
+    assert summary["allocator"].startswith(("glibc: mmap threshold", "unchanged: "))
     files = {p.name for p in (tmp_path / "run").iterdir()}
     assert {"model.safetensors", "model.json", "metrics.json", "per_image.csv", "splits.csv", "config.yaml"} <= files
     card = json.loads((tmp_path / "run" / "model.json").read_text())

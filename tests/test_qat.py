@@ -58,6 +58,7 @@ def test_qat_checkpoint_says_qat_and_exports_to_int8_onnx_with_agreement(checkpo
         row = metrics["test"][when]
         assert 0 <= row["int8_agreement_dice_mean"] <= 1 and {"float", "int8_simulated"} <= set(row)
     assert [h["epoch"] for h in metrics["history"]] == [0, 1]  # epoch 0: the fake-quantised start, no step
+    assert metrics["allocator"].startswith(("glibc: mmap threshold", "unchanged: "))
     assert metrics["kept_epoch"] in (0, 1) and f"Kept: epoch {metrics['kept_epoch']} of 1" in (out / "qat_report.md"
                                                                                             ).read_text()
     assert [s for s, _ in steps] == [1, 2] and steps[0][1].startswith("qat epoch 1/1 (val dice")

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..allocator import keep_freed_memory
 from ..errors import CheckpointError, ConfigError, DataError
 from ..io import atomic_write_json, atomic_write_text, nan_to_null
 from ..limits import check, check_out
@@ -264,6 +265,7 @@ def run_qat(cfg: QATConfig) -> dict[str, Any]:
     evaluation = card_evaluation(card, cfg.checkpoint)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    allocator = keep_freed_memory()  # each step reuses the last one's memory (pocus_edge/allocator.py)
     seed = _seed(cfg)
     torch.manual_seed(seed)
     samples = read_samples(Path(cfg.data), task)
@@ -301,7 +303,8 @@ def run_qat(cfg: QATConfig) -> dict[str, Any]:
     summary = nan_to_null({"task": task, "qat": record, "train_images": len(splits["train"]),
                            "val_images": len(splits["val"]), "test_images": len(splits["test"]),
                            "wall_time_s": round(time.time() - start, 1), "history": history,
-                           "kept_epoch": kept_epoch(history), "test": table, "weights_sha256": saved["weights_sha256"]})
+                           "kept_epoch": kept_epoch(history), "test": table, "weights_sha256": saved["weights_sha256"],
+                           "allocator": allocator})
     atomic_write_json(out / "metrics.json", summary)
     atomic_write_text(out / "qat_report.md", report_markdown(summary))
     import yaml
