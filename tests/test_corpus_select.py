@@ -305,3 +305,29 @@ def test_unknown_list_entry_is_a_clear_cli_error(cine_dir, tmp_path, capsys):
     assert code == 2
     assert "error: frame list" in out + err and "line 2" in out + err
     assert "nope.png" in out + err and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_select_can_leave_out_the_downstream_eval_images(tmp_path, capsys):
+    """`corpus select --exclude-eval-splits DIR`: the budget goes to frames distill/kd may train on; a folder
+    without labelled splits is refused instead of leaving nothing out."""
+    from pocus_edge.data.corpus import pixel_digest
+    from pocus_edge.data.phantoms import write_phantom_dataset
+    from pocus_edge.data.readers import read_frame
+    from pocus_edge.finetune.data import eval_split_digests
+
+    labeled = write_phantom_dataset(tmp_path / "labeled", 30, size=(64, 64), seed=5)
+    held = eval_split_digests(labeled, ("segmentation", "classification"), 0)
+    out = tmp_path / "list.txt"
+    code, stdout, _ = pocus_here(["corpus", "select", "--data", str(labeled), "--budget", "100%", "--method",
+                                  "random", "--near-threshold", "-1", "--exclude-eval-splits", str(labeled),
+                                  "--out", str(out), "--json", "-"], capsys)
+    assert code == 0, stdout
+    listed = [e for _, e in read_frame_list(out)]
+    assert len(listed) == 30 - len(held) and len(held) > 0
+    assert not {pixel_digest(read_frame(Path(e))) for e in listed} & held
+    assert json.loads(stdout)["eval_images_left_out"] == len(held), stdout
+    assert f"eval images left out: {len(held)}" in out.read_text()
+    code, _, err = pocus_here(["corpus", "select", "--data", str(labeled), "--budget", "5", "--method", "random",
+                               "--exclude-eval-splits", str(tmp_path / "typo"), "--out", str(tmp_path / "x.txt")],
+                              capsys)
+    assert code == 2 and "no labelled splits to leave out" in err and not (tmp_path / "x.txt").exists()

@@ -73,6 +73,10 @@ def select(
     batch_size: int = typer.Option(32, help="Frames per teacher/proxy batch (memory)."),
     max_video_frames: int = typer.Option(32, help="Frames sampled per video, as pocus distill."),
     crop_overlays: bool = typer.Option(False, "--crop-overlays", help=CROP_HELP),
+    exclude_eval_splits: list[Path] = typer.Option(None, "--exclude-eval-splits", help="Labelled folder whose "
+                                                   "validation/test images (as pocus finetune seg and cls split it, "
+                                                   "--eval-split-seed) must not be selected (repeatable), as distill."),
+    eval_split_seed: int = typer.Option(0, help="Seed of the downstream fine-tunes' splits."),
     threads: int = typer.Option(0, help="torch CPU threads (0 = default)."),
     device: str = typer.Option("auto", help="Where the teacher and the proxy run: auto (a CUDA GPU when one is "
                                "visible) | cpu | cuda | cuda:N."),
@@ -103,7 +107,8 @@ def select(
                               seed=seed, near_threshold=near_threshold, clusters=clusters,
                               distance_order=distance_order, batch_size=batch_size,
                               max_video_frames=max_video_frames, crop_overlays=crop_overlays, device=device,
-                              quiet=quiet)
+                              exclude_eval_splits=[str(d) for d in exclude_eval_splits or []],
+                              eval_split_seed=eval_split_seed, quiet=quiet)
     summary = select_frames(settings)
     if not emit_json(json_path, summary) and not quiet:
         console.print(f"{out}: {summary['selected']} of {summary['usable_frames']} frames ({method}; "

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from ..cli_common import console
 from ..io import atomic_write_json, sha256_file
 from .corpus import Corpus, FrameRef, scan_corpus
 from .frame_list import ref_text
@@ -27,9 +28,9 @@ DEFAULT_NEAR_THRESHOLD = 6
 
 
 def progress_bar(quiet: bool) -> Progress:
-    """The rich progress bar every corpus step shows (silent with --quiet)."""
+    """The rich progress bar every corpus step shows (silent with --quiet), on stderr: `--json -` owns stdout."""
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    disable=quiet)
+                    console=console, disable=quiet)
 
 
 @dataclass

@@ -211,6 +211,8 @@ class SelectSettings:
     max_video_frames: int = 32
     crop_overlays: bool = False
     device: str = "auto"  # where the teacher and the proxy run: auto | cpu | cuda | cuda:N
+    exclude_eval_splits: list[str] = field(default_factory=list)  # labelled folders whose val/test images to drop
+    eval_split_seed: int = 0  # the --seed of the downstream fine-tunes those splits belong to
     quiet: bool = True
 
     def validate(self) -> SelectSettings:
@@ -236,7 +238,14 @@ def select_frames(s: SelectSettings) -> dict:
     device = select_device(s.device) if s.method != "random" else None  # a bad --device fails before the scan
     out = Path(s.out)
     cache_dir = out.parent / f"{out.name}.cache"
+    from ..finetune.data import eval_split_digests
+    from ..task_names import TRAINABLE_TASKS
+
+    exclude: set[str] = set()  # the budget is spent on frames distill/kd may train on, not on evaluation images
+    for folder in s.exclude_eval_splits:
+        exclude |= eval_split_digests(Path(folder), tuple(TRAINABLE_TASKS.values()), s.eval_split_seed)
     scanned = scan_frames([Path(d) for d in s.data], s.max_video_frames, s.crop_overlays, s.quiet,
+                          exclude=exclude or None,
                           file_hashes=False)  # the pixel digests key the cache; the files' own sha256 is unused
     corpus = scanned.corpus
     near = near_duplicates(scanned.hashes, s.near_threshold) if s.near_threshold >= 0 else [None] * len(scanned.hashes)
@@ -278,6 +287,9 @@ def select_frames(s: SelectSettings) -> dict:
               f"--near-threshold {s.near_threshold}" + (" --crop-overlays" if s.crop_overlays else ""),
               f"data: {' '.join(s.data)}",
               f"crop_overlays: {str(s.crop_overlays).lower()}",  # read back by keep_listed: train as selected
+              *([f"eval images left out: {len(corpus.excluded)} (validation/test splits of "
+                 f"{' '.join(s.exclude_eval_splits)}, --eval-split-seed {s.eval_split_seed})"]
+                if s.exclude_eval_splits else []),
               f"{len(refs)} of {len(corpus.frames)} usable frames ({len(corpus.frames) - len(pool)} near duplicates "
               f"removed, {len(corpus.duplicates)} exact duplicates, {len(corpus.skipped)} skipped)"]
     write_frame_list(out, refs, header)
@@ -285,6 +297,7 @@ def select_frames(s: SelectSettings) -> dict:
     return {"list": str(out), "method": s.method, "budget": budget, "selected": len(refs),
             "usable_frames": len(corpus.frames), "near_duplicates_removed": len(corpus.frames) - len(pool),
             "pool": len(pool), "exact_duplicates": len(corpus.duplicates), "skipped": len(corpus.skipped),
+            "eval_images_left_out": len(corpus.excluded),
             "clusters": clusters, "cache": str(cache_dir) if s.method != "random" else None}
 
 

@@ -154,16 +154,22 @@ def eval_split_digests(root: Path, tasks: tuple[str, ...], seed: int) -> set[str
     """Pixel digests of the validation and test images `pocus finetune` makes of ROOT for each task (seed as given).
 
     A distillation or KD transfer set drops these, so no image the downstream evaluation is judged on is trained
-    on, even under another name. Tasks the folder cannot serve (no masks, no labels) are skipped.
+    on, even under another name. Tasks the folder cannot serve (no masks, no labels) are skipped; a folder that
+    serves none (a typo, an unlabelled folder) is a DataError, never an empty set.
     """
     from ..data.corpus import pixel_digest
     from ..data.readers import read_frame
 
     digests: set[str] = set()
+    problems: list[str] = []
     for task in tasks:
         try:
             splits = split_samples(read_samples(Path(root), task), seed, task == "classification")
-        except DataError:
+        except DataError as e:
+            problems.append(str(e))
             continue
         digests |= {pixel_digest(read_frame(Path(s.image))) for name in ("val", "test") for s in splits[name]}
+    if len(problems) == len(tasks):  # a typo or an unlabelled folder would otherwise leave nothing out, silently
+        raise DataError(f"{root}: no labelled splits to leave out ({'; '.join(problems)}); pass the folder "
+                        "pocus finetune trains on")
     return digests
