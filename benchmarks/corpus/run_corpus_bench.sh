@@ -78,7 +78,7 @@ stage_a() {
   done
 }
 
-stage_kd() {  # (b): not run yet (see README); each run ~ the kd rows of benchmarks/kd (300 KD + 240 fine-tune steps)
+stage_kd() {  # (b); each run ~ the kd rows of benchmarks/kd (300 KD + 240 fine-tune steps)
   pool
   for seed in $SEEDS; do
     for method in $METHODS; do
