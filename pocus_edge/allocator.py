@@ -11,7 +11,6 @@ then stays at the step's peak, which a training process reaches anyway. Settings
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 M_TRIM_THRESHOLD = -1  # glibc malloc.h
@@ -25,9 +24,8 @@ def keep_freed_memory() -> str:
     """Apply the settings above to this process (and the loader workers it forks); says what it did, for the log."""
     if any(name in os.environ for name in USER_SETTINGS):
         return "unchanged: MALLOC_*_THRESHOLD_ set in the environment"
-    path = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(path)
+        libc = ctypes.CDLL(None)  # this process's own symbols, libc's included: no library search
         mallopt = libc.mallopt
         libc.gnu_get_libc_version  # noqa: B018 - only glibc has it; musl and macOS have no mallopt thresholds
     except (OSError, AttributeError, TypeError):

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import typer
 
-from ..allocator import keep_freed_memory
 from ..cli_common import console, emit_json, json_option, quiet_option, setup_logging, verbose_option
 from ..errors import ConfigError
 from ..limits import check
@@ -101,7 +100,6 @@ def select(
         import torch
 
         torch.set_num_threads(threads)
-    keep_freed_memory()  # the proxy run trains a student: each step reuses the last one's memory
     settings = SelectSettings(data=[str(d) for d in data], out=str(out), budget=budget, method=method, teacher=spec,
                               proxy=ProxySpec(student=proxy_student, epochs=proxy_epochs, batch_size=batch_size),
                               seed=seed, near_threshold=near_threshold, clusters=clusters,

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..allocator import keep_freed_memory
 from ..errors import ConfigError, DataError
 from .corpus_embed import ProxySpec, TeacherSpec, embed_frames, proxy_gradient_norms, select_device
 from .corpus_scan import DEFAULT_NEAR_THRESHOLD, check_threshold, progress_bar, scan_frames
@@ -238,12 +239,10 @@ def select_frames(s: SelectSettings) -> dict:
     device = select_device(s.device) if s.method != "random" else None  # a bad --device fails before the scan
     out = Path(s.out)
     cache_dir = out.parent / f"{out.name}.cache"
-    from ..finetune.data import eval_split_digests
-    from ..task_names import TRAINABLE_TASKS
+    from ..finetune.data import eval_images_of
 
-    exclude: set[str] = set()  # the budget is spent on frames distill/kd may train on, not on evaluation images
-    for folder in s.exclude_eval_splits:
-        exclude |= eval_split_digests(Path(folder), tuple(TRAINABLE_TASKS.values()), s.eval_split_seed)
+    keep_freed_memory()  # the proxy run trains a student: each step reuses the last one's memory
+    exclude = eval_images_of(s.exclude_eval_splits, s.eval_split_seed)  # spend the budget on trainable frames only
     scanned = scan_frames([Path(d) for d in s.data], s.max_video_frames, s.crop_overlays, s.quiet,
                           exclude=exclude or None,
                           file_hashes=False)  # the pixel digests key the cache; the files' own sha256 is unused

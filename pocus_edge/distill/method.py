@@ -17,11 +17,10 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.dataset import AugmentedFrames
-from ..finetune.data import eval_split_digests
+from ..finetune.data import eval_images_of
 from ..io import sha256_file
 from ..models.encoder_io import save_encoder
 from ..models.teacher import RANDOM_WEIGHTS
-from ..task_names import TRAINABLE_TASKS
 from .config import DistillConfig
 from .ddp import DistEnv
 from .objective import token_mse
@@ -38,9 +37,7 @@ class DistillMethod(ABC):
 
     def prepare_data(self, cfg: DistillConfig, env: DistEnv) -> RunData:
         """The corpus minus the validation/test images of `exclude_eval_splits` (both seg and cls splits)."""
-        exclude: set[str] = set()
-        for folder in cfg.exclude_eval_splits:
-            exclude |= eval_split_digests(Path(folder), tuple(TRAINABLE_TASKS.values()), cfg.eval_split_seed)
+        exclude = eval_images_of(cfg.exclude_eval_splits, cfg.eval_split_seed)
         data = prepare_data(cfg, env, exclude=exclude or None)
         if cfg.exclude_eval_splits:
             log.info("left out %d frame(s): images of the validation/test splits of %s", len(data.corpus.excluded),

@@ -173,3 +173,13 @@ def eval_split_digests(root: Path, tasks: tuple[str, ...], seed: int) -> set[str
         raise DataError(f"{root}: no labelled splits to leave out ({'; '.join(problems)}); pass the folder "
                         "pocus finetune trains on")
     return digests
+
+
+def eval_images_of(folders: list[str], seed: int) -> set[str]:
+    """Pixel digests of every seg and cls validation/test image of FOLDERS: what `--exclude-eval-splits` leaves out."""
+    from ..task_names import TRAINABLE_TASKS
+
+    digests: set[str] = set()
+    for folder in folders:
+        digests |= eval_split_digests(Path(folder), tuple(TRAINABLE_TASKS.values()), seed)
+    return digests
